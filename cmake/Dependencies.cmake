@@ -1,0 +1,19 @@
+# Every dependency comes from Debian 12's packages; scripts/install_deps.sh installs them.
+find_package(PkgConfig REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+# CLI11: command-line parsing with --dashed-names and generated --help.
+find_package(CLI11 CONFIG REQUIRED)
+find_package(Threads REQUIRED)
+# OpenBLAS through pkg-config, so the cblas.h we compile against is OpenBLAS's own
+# (Debian's /usr/include/cblas.h alternative may point at the netlib reference BLAS).
+pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
+pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
+if(MOE_BUILD_TESTS)
+  find_package(GTest CONFIG REQUIRED)
+  include(GoogleTest)
+endif()
+if(MOE_BUILD_BENCH)
+  find_package(benchmark CONFIG REQUIRED)
+endif()

@@ -1,0 +1,62 @@
+// One step's work (DESIGN.md section 2.3): a flat batch of the tokens of several
+// sequences, prefill chunks and decode tokens alike. Each sequence's new tokens are
+// contiguous and in position order.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace moe {
+
+struct BatchSequence {
+  const int32_t* block_table = nullptr;  // blocks covering [0, start_pos + num_tokens)
+  int32_t start_pos = 0;    // tokens of this sequence already in the KV cache
+  int32_t num_tokens = 0;   // new tokens in this step
+  int32_t first_token = 0;  // index of its first new token in the flat batch
+  bool sample = false;      // produce logits at its last new token
+  // SCMoE weak routing for this sequence's tokens: 0 = the model's own routing,
+  // r >= 1 = only the r-th ranked expert (DESIGN.md section 6).
+  int32_t weak_rank = 0;
+};
+
+struct Batch {
+  std::vector<int32_t> token_ids;  // [T]
+  std::vector<int32_t> positions;  // [T]
+  std::vector<int32_t> token_seq;  // [T] index into seqs
+  std::vector<BatchSequence> seqs;  // [S]
+  // Logits for every token instead of only the sampled ones (teacher-forced scoring).
+  bool all_logits = false;
+
+  int num_tokens() const { return static_cast<int>(token_ids.size()); }
+
+  // Appends `tokens` of a sequence that already has `start_pos` tokens cached.
+  void AddSequence(std::span<const int32_t> tokens, int32_t start_pos,
+                   const int32_t* block_table, bool sample, int32_t weak_rank = 0) {
+    BatchSequence s;
+    s.block_table = block_table;
+    s.start_pos = start_pos;
+    s.num_tokens = static_cast<int32_t>(tokens.size());
+    s.first_token = num_tokens();
+    s.sample = sample;
+    s.weak_rank = weak_rank;
+    const int32_t index = static_cast<int32_t>(seqs.size());
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      token_ids.push_back(tokens[i]);
+      positions.push_back(start_pos + static_cast<int32_t>(i));
+      token_seq.push_back(index);
+    }
+    seqs.push_back(s);
+  }
+};
+
+struct ForwardOutput {
+  // [R, V]: one row per sequence with sample=true, in sequence order (or per token when
+  // Batch::all_logits).
+  std::vector<float> logits;
+  std::vector<int32_t> rows_seq;  // [R] sequence of each logits row
+  // [num_layers, E] tokens routed to each expert in this step (zeros for dense layers).
+  std::vector<int32_t> expert_tokens;
+};
+
+}  // namespace moe

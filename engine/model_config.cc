@@ -1,0 +1,150 @@
+#include "engine/model_config.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/models/json_util.h"
+#include "engine/models/registry.h"
+#include "engine/status_macros.h"
+
+namespace moe {
+namespace {
+
+using models::GetBoolOr;
+using models::GetFloatOr;
+using models::GetInt;
+using models::GetIntOr;
+
+absl::StatusOr<nlohmann::json> ReadJsonFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a valid JSON object"));
+  }
+  return j;
+}
+
+// eos_token_id may be an integer or a list of integers.
+absl::Status ReadTokenIds(const nlohmann::json& j, const std::string& key,
+                          std::vector<int32_t>* out) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return absl::OkStatus();
+  out->clear();
+  if (it->is_number_integer()) {
+    out->push_back(it->get<int32_t>());
+  } else if (it->is_array()) {
+    for (const auto& v : *it) {
+      if (!v.is_number_integer()) {
+        return absl::InvalidArgumentError(absl::StrCat("'", key, "' must hold integers"));
+      }
+      out->push_back(v.get<int32_t>());
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("'", key, "' must be an integer or a list"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseCommon(const nlohmann::json& j, ModelConfig* cfg) {
+  MOE_ASSIGN_OR_RETURN(cfg->vocab_size, GetInt(j, "vocab_size", 1));
+  MOE_ASSIGN_OR_RETURN(cfg->hidden_size, GetInt(j, "hidden_size", 1));
+  MOE_ASSIGN_OR_RETURN(cfg->num_layers, GetInt(j, "num_hidden_layers", 1));
+  MOE_ASSIGN_OR_RETURN(cfg->num_q_heads, GetInt(j, "num_attention_heads", 1));
+  MOE_ASSIGN_OR_RETURN(cfg->num_kv_heads, GetIntOr(j, "num_key_value_heads", cfg->num_q_heads, 1));
+  if (cfg->num_q_heads % cfg->num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("num_attention_heads (", cfg->num_q_heads,
+                                                   ") is not a multiple of num_key_value_heads (",
+                                                   cfg->num_kv_heads, ")"));
+  }
+  MOE_ASSIGN_OR_RETURN(cfg->head_dim,
+                       GetIntOr(j, "head_dim", cfg->hidden_size / cfg->num_q_heads, 2));
+  if (cfg->head_dim % 2 != 0) return absl::InvalidArgumentError("head_dim must be even");
+  MOE_ASSIGN_OR_RETURN(cfg->max_position_embeddings,
+                       GetIntOr(j, "max_position_embeddings", 4096, 1));
+  MOE_ASSIGN_OR_RETURN(cfg->rms_norm_eps, GetFloatOr(j, "rms_norm_eps", 1e-6f));
+  MOE_ASSIGN_OR_RETURN(cfg->rope_theta, GetFloatOr(j, "rope_theta", 10000.f));
+  MOE_ASSIGN_OR_RETURN(cfg->tie_word_embeddings, GetBoolOr(j, "tie_word_embeddings", false));
+  if (auto it = j.find("rope_scaling"); it != j.end() && !it->is_null()) {
+    std::string type;
+    if (it->is_object()) {
+      type = it->value("rope_type", it->value("type", std::string()));
+    }
+    if (type != "default") {
+      return absl::UnimplementedError(absl::StrCat(
+          "unsupported rope_scaling ", it->dump(), ": only unscaled RoPE is implemented"));
+    }
+  }
+  if (auto it = j.find("partial_rotary_factor"); it != j.end() && !it->is_null() &&
+                                                  (!it->is_number() || it->get<double>() != 1.0)) {
+    return absl::UnimplementedError("unsupported partial_rotary_factor (only 1.0)");
+  }
+  MOE_RETURN_IF_ERROR(ReadTokenIds(j, "eos_token_id", &cfg->eos_token_ids));
+  std::vector<int32_t> bos;
+  MOE_RETURN_IF_ERROR(ReadTokenIds(j, "bos_token_id", &bos));
+  if (!bos.empty()) cfg->bos_token_id = bos[0];
+  return absl::OkStatus();
+}
+
+absl::Status Validate(const ModelConfig& cfg) {
+  const bool any_moe =
+      std::find(cfg.layer_is_moe.begin(), cfg.layer_is_moe.end(), true) != cfg.layer_is_moe.end();
+  if (static_cast<int>(cfg.layer_is_moe.size()) != cfg.num_layers) {
+    return absl::InternalError("layer_is_moe not set for every layer");
+  }
+  if (any_moe && (cfg.num_experts < 1 || cfg.top_k < 1 || cfg.top_k > cfg.num_experts ||
+                  cfg.moe_intermediate_size < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid MoE shape: experts ", cfg.num_experts,
+                                                   ", top-k ", cfg.top_k, ", intermediate ",
+                                                   cfg.moe_intermediate_size));
+  }
+  for (int32_t id : cfg.eos_token_ids) {
+    if (id < 0 || id >= cfg.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("eos_token_id ", id, " outside the vocabulary"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
+  const std::string path = (std::filesystem::path(dir) / "config.json").string();
+  MOE_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
+  ModelConfig cfg;
+  auto archs = j.find("architectures");
+  if (archs == j.end() || !archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": 'architectures' must name the model class"));
+  }
+  cfg.architecture = (*archs)[0].get<std::string>();
+  cfg.model_type = j.value("model_type", std::string());
+  const models::Architecture* arch = models::FindArchitecture(cfg.architecture);
+  if (arch == nullptr) {
+    return absl::UnimplementedError(absl::StrCat(path, ": unsupported architecture '",
+                                                 cfg.architecture, "' (supported: ",
+                                                 absl::StrJoin(models::SupportedArchitectures(), ", "),
+                                                 ")"));
+  }
+  absl::Status s = ParseCommon(j, &cfg);
+  if (s.ok()) s = arch->parse_config(j, &cfg);
+  if (s.ok()) s = Validate(cfg);
+  if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+
+  const std::string gen_path = (std::filesystem::path(dir) / "generation_config.json").string();
+  if (std::filesystem::exists(gen_path)) {
+    MOE_ASSIGN_OR_RETURN(nlohmann::json g, ReadJsonFile(gen_path));
+    s = ReadTokenIds(g, "eos_token_id", &cfg.eos_token_ids);
+    if (s.ok()) s = Validate(cfg);
+    if (!s.ok()) return absl::Status(s.code(), absl::StrCat(gen_path, ": ", s.message()));
+  }
+  return cfg;
+}
+
+}  // namespace moe

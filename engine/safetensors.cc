@@ -1,0 +1,383 @@
+#include "engine/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <tuple>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/status_macros.h"
+#include "nlohmann/json.hpp"
+
+namespace moe {
+namespace {
+
+// safetensors stores every value little-endian; the engine reads them in place.
+static_assert(std::endian::native == std::endian::little, "safetensors needs a little-endian host");
+
+// Same limit as the reference implementation's MAX_HEADER_SIZE.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+constexpr std::string_view kMetadataKey = "__metadata__";
+
+struct DTypeInfo {
+  DType dtype;
+  std::string_view name;
+  size_t size;
+};
+
+constexpr DTypeInfo kDTypes[] = {
+    {DType::kF32, "F32", 4},   {DType::kF16, "F16", 2},        {DType::kBF16, "BF16", 2},
+    {DType::kF64, "F64", 8},   {DType::kI64, "I64", 8},        {DType::kI32, "I32", 4},
+    {DType::kI16, "I16", 2},   {DType::kI8, "I8", 1},          {DType::kU8, "U8", 1},
+    {DType::kBool, "BOOL", 1}, {DType::kF8E4M3, "F8_E4M3", 1}, {DType::kF8E5M2, "F8_E5M2", 1},
+};
+
+const DTypeInfo& Info(DType dtype) {
+  for (const DTypeInfo& info : kDTypes) {
+    if (info.dtype == dtype) return info;
+  }
+  return kDTypes[0];  // unreachable: kDTypes lists every enumerator
+}
+
+std::optional<DType> ParseDType(std::string_view name) {
+  for (const DTypeInfo& info : kDTypes) {
+    if (info.name == name) return info.dtype;
+  }
+  return std::nullopt;
+}
+
+// Debian's abseil is built with its own string_view type, which StrCat does not take
+// std::string_view for.
+absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
+}
+
+// Error helpers: every message starts with the file, then the tensor when there is one.
+std::string FilePrefix(const std::string& path) {
+  return absl::StrCat("safetensors file '", path, "': ");
+}
+std::string TensorPrefix(const std::string& path, std::string_view tensor) {
+  return absl::StrCat(FilePrefix(path), "tensor '", AsAbsl(tensor), "': ");
+}
+
+// Reads a JSON integer into int64 (accepts signed and unsigned JSON integers, not floats).
+std::optional<int64_t> JsonInt64(const nlohmann::json& v) {
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+    return static_cast<int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<int64_t>();
+  return std::nullopt;
+}
+
+// Parses and checks one header entry, except its placement relative to other tensors.
+absl::StatusOr<TensorView> ParseTensor(const std::string& path, const std::string& name,
+                                       const nlohmann::json& entry, const std::byte* buffer,
+                                       uint64_t buffer_size, uint64_t* begin_out,
+                                       uint64_t* end_out) {
+  const std::string prefix = TensorPrefix(path, name);
+  if (!entry.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "header entry must be a JSON object, got ", entry.type_name()));
+  }
+  for (const char* key : {"dtype", "shape", "data_offsets"}) {
+    if (!entry.contains(key)) {
+      return absl::InvalidArgumentError(absl::StrCat(prefix, "missing \"", key, "\""));
+    }
+  }
+
+  TensorView view;
+  view.name = name;
+  view.file = path;
+
+  const nlohmann::json& dtype = entry.at("dtype");
+  if (!dtype.is_string()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "\"dtype\" must be a string, got ", dtype.type_name()));
+  }
+  const std::string& dtype_name = dtype.get_ref<const std::string&>();
+  std::optional<DType> parsed = ParseDType(dtype_name);
+  if (!parsed) {
+    return absl::InvalidArgumentError(absl::StrCat(prefix, "unknown dtype \"", dtype_name, "\""));
+  }
+  view.dtype = *parsed;
+
+  const nlohmann::json& shape = entry.at("shape");
+  if (!shape.is_array()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "\"shape\" must be an array, got ", shape.type_name()));
+  }
+  uint64_t numel = 1;
+  for (const nlohmann::json& dim_json : shape) {
+    std::optional<int64_t> dim = JsonInt64(dim_json);
+    if (!dim) {
+      return absl::InvalidArgumentError(absl::StrCat(prefix, "\"shape\" must hold integers, got ",
+                                                     dim_json.dump(), " in ", shape.dump()));
+    }
+    if (*dim < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, "negative dimension ", *dim, " in shape ", shape.dump()));
+    }
+    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(*dim), &numel) ||
+        numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(prefix, "element count of shape ", shape.dump(), " overflows"));
+    }
+    view.shape.push_back(*dim);
+  }
+  uint64_t nbytes = 0;
+  if (__builtin_mul_overflow(numel, static_cast<uint64_t>(DTypeSize(view.dtype)), &nbytes)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "byte size of shape ", shape.dump(), " overflows"));
+  }
+
+  const nlohmann::json& offsets = entry.at("data_offsets");
+  std::optional<int64_t> begin, end;
+  if (offsets.is_array() && offsets.size() == 2) {
+    begin = JsonInt64(offsets[0]);
+    end = JsonInt64(offsets[1]);
+  }
+  if (!begin || !end || *begin < 0 || *end < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, "\"data_offsets\" must be [begin, end] with non-negative integers, got ",
+        offsets.dump()));
+  }
+  if (*begin > *end) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(prefix, "data_offsets [", *begin, ", ", *end, "] have begin after end"));
+  }
+  const uint64_t ubegin = static_cast<uint64_t>(*begin);
+  const uint64_t uend = static_cast<uint64_t>(*end);
+  if (uend - ubegin != nbytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        prefix, "shape ", ShapeString(view.shape), " of ", AsAbsl(DTypeName(view.dtype)), " needs ",
+        nbytes, " bytes but data_offsets [", ubegin, ", ", uend, "] span ", uend - ubegin));
+  }
+  if (uend > buffer_size) {
+    return absl::DataLossError(absl::StrCat(prefix, "data_offsets [", ubegin, ", ", uend,
+                                            "] run past the end of the data buffer (", buffer_size,
+                                            " bytes); is the file truncated?"));
+  }
+  view.data = buffer + ubegin;
+  view.nbytes = static_cast<size_t>(nbytes);
+  *begin_out = ubegin;
+  *end_out = uend;
+  return view;
+}
+
+absl::Status ParseMetadata(const std::string& path, const nlohmann::json& metadata,
+                           std::map<std::string, std::string>* out) {
+  if (metadata.is_null()) return absl::OkStatus();  // the reference library accepts null
+  if (!metadata.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        FilePrefix(path), "\"__metadata__\" must be an object, got ", metadata.type_name()));
+  }
+  for (const auto& [key, value] : metadata.items()) {
+    if (!value.is_string()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(FilePrefix(path), "\"__metadata__\" value for \"", key,
+                       "\" must be a string, got ", value.type_name()));
+    }
+    out->emplace(key, value.get<std::string>());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+size_t DTypeSize(DType dtype) { return Info(dtype).size; }
+
+std::string_view DTypeName(DType dtype) { return Info(dtype).name; }
+
+int64_t TensorView::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    return absl::ErrnoToStatus(err, absl::StrCat("cannot open '", path, "'"));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    const int err = errno;
+    ::close(fd);
+    return absl::ErrnoToStatus(err, absl::StrCat("cannot stat '", path, "'"));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "' is not a regular file"));
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  const std::byte* data = nullptr;
+  // mmap refuses length 0; an empty file maps to (nullptr, 0) and its readers reject it.
+  if (size > 0) {
+    void* addr = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (addr == MAP_FAILED) {
+      const int err = errno;
+      ::close(fd);
+      return absl::ErrnoToStatus(err, absl::StrCat("cannot mmap '", path, "'"));
+    }
+    data = static_cast<const std::byte*>(addr);
+  }
+  ::close(fd);  // the mapping keeps the file alive
+  return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
+}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+}
+
+absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
+  MOE_ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapped, MappedFile::Open(path));
+  const size_t file_size = mapped->size();
+  if (file_size < 8) {
+    return absl::DataLossError(absl::StrCat(FilePrefix(path), "file is ", file_size,
+                                            " bytes, shorter than the 8-byte header length"));
+  }
+  uint64_t header_len = 0;
+  std::memcpy(&header_len, mapped->data(), sizeof(header_len));
+  if (header_len > kMaxHeaderBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(FilePrefix(path), "header length ", header_len,
+                                                   " exceeds the limit of ", kMaxHeaderBytes,
+                                                   " bytes"));
+  }
+  if (header_len > file_size - 8) {
+    return absl::DataLossError(absl::StrCat(FilePrefix(path), "header length ", header_len,
+                                            " runs past the end of the ", file_size,
+                                            "-byte file; is the file truncated?"));
+  }
+
+  const char* header_begin = reinterpret_cast<const char*>(mapped->data() + 8);
+  const char* header_end = header_begin + header_len;
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(header_begin, header_end);
+  } catch (const nlohmann::json::parse_error& e) {
+    // nlohmann reports parse errors only by exception; it stops here.
+    return absl::InvalidArgumentError(
+        absl::StrCat(FilePrefix(path), "header is not valid JSON: ", e.what()));
+  }
+  if (!header.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(FilePrefix(path), "header must be a JSON object, got ", header.type_name()));
+  }
+
+  const std::byte* buffer = mapped->data() + 8 + header_len;
+  const uint64_t buffer_size = file_size - 8 - header_len;
+  auto file = std::unique_ptr<SafetensorsFile>(new SafetensorsFile(std::move(mapped)));
+
+  struct Extent {
+    uint64_t begin;
+    uint64_t end;
+    const std::string* name;
+  };
+  std::vector<Extent> extents;
+  extents.reserve(header.size());
+  for (const auto& [key, value] : header.items()) {
+    if (key == kMetadataKey) {
+      MOE_RETURN_IF_ERROR(ParseMetadata(path, value, &file->metadata_));
+      continue;
+    }
+    uint64_t begin = 0, end = 0;
+    MOE_ASSIGN_OR_RETURN(TensorView view,
+                         ParseTensor(path, key, value, buffer, buffer_size, &begin, &end));
+    auto [it, inserted] = file->tensors_.emplace(key, std::move(view));
+    (void)inserted;  // JSON object keys are unique after parsing
+    extents.push_back({begin, end, &it->first});
+  }
+
+  // Like the reference implementation: sorted by offsets, the tensors must tile the data
+  // buffer exactly, with neither overlaps nor gaps.
+  std::sort(extents.begin(), extents.end(), [](const Extent& a, const Extent& b) {
+    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
+  });
+  uint64_t covered = 0;
+  const Extent* previous = nullptr;
+  for (const Extent& e : extents) {
+    if (e.begin < covered) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          FilePrefix(path), "tensors '", *previous->name, "' [", previous->begin, ", ",
+          previous->end, ") and '", *e.name, "' [", e.begin, ", ", e.end, ") overlap"));
+    }
+    if (e.begin > covered) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(FilePrefix(path), "data buffer bytes [", covered, ", ", e.begin,
+                       ") belong to no tensor (gap before tensor '", *e.name, "')"));
+    }
+    covered = e.end;
+    previous = &e;
+  }
+  if (covered != buffer_size) {
+    return absl::InvalidArgumentError(absl::StrCat(FilePrefix(path), "data buffer bytes [", covered,
+                                                   ", ", buffer_size,
+                                                   ") at its end belong to no tensor"));
+  }
+  return file;
+}
+
+const TensorView* SafetensorsFile::Find(std::string_view name) const {
+  auto it = tensors_.find(name);
+  return it == tensors_.end() ? nullptr : &it->second;
+}
+
+absl::Status ConvertToF32(DType dtype, const std::byte* src, int64_t n, float* dst) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("negative element count ", n));
+  if (n == 0) return absl::OkStatus();
+  const size_t count = static_cast<size_t>(n);
+  switch (dtype) {
+    case DType::kF32:
+      std::memcpy(dst, src, count * sizeof(float));
+      return absl::OkStatus();
+    case DType::kBF16:
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, sizeof(h));
+        dst[i] = std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+      }
+      return absl::OkStatus();
+    case DType::kF16:
+      for (size_t i = 0; i < count; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, sizeof(h));
+        const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+        const uint32_t exponent = (h >> 10) & 0x1Fu;
+        const uint32_t mantissa = h & 0x3FFu;
+        float value;
+        if (exponent == 0) {
+          // Zero or subnormal: mantissa * 2^-24, exact in fp32.
+          value = static_cast<float>(mantissa) * 0x1p-24f;
+          value = std::bit_cast<float>(std::bit_cast<uint32_t>(value) | sign);
+        } else if (exponent == 0x1F) {
+          // Inf (mantissa 0) or NaN (payload kept).
+          value = std::bit_cast<float>(sign | 0x7F800000u | (mantissa << 13));
+        } else {
+          value = std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+        }
+        dst[i] = value;
+      }
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("cannot convert dtype ", AsAbsl(DTypeName(dtype)), " to F32"));
+  }
+}
+
+}  // namespace moe

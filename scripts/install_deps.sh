@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages moe-serve builds against, only those missing.
+# The CUDA toolkit (nvcc, cuBLAS) is optional: where nvcc is found, kernels/cuda builds.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git
+  libabsl-dev          # absl::Status, strings, containers
+  libpcre2-dev         # tokenizer pre-tokenizer regexes (Unicode properties)
+  libutf8proc-dev      # Unicode normalization (NFC/NFKC) for tokenizers
+  libopenblas-dev      # CPU GEMMs
+  nlohmann-json3-dev   # config.json, tokenizer.json, safetensors headers
+  libcli11-dev         # command-line parsing
+  libgtest-dev libgmock-dev  # tests
+  libbenchmark-dev     # bench/
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install_deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install_deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,85 @@
+// moe-generate: load a Hugging Face MoE checkpoint, generate a continuation of one
+// prompt on the CPU engine, print it as it streams and report prefill and decode speed.
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/generator.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe-generate: generate text with a Mixture-of-Experts model on the CPU engine"};
+  std::string model_dir;
+  std::string prompt = "Once upon a time";
+  int max_tokens = 64;
+  float temperature = 0.f;
+  float top_p = 1.f;
+  int top_k = 0;
+  std::optional<uint64_t> seed;
+  bool ignore_eos = false;
+  bool no_special = false;
+  app.add_option("--model", model_dir,
+                 "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); "
+                 "default: the bundled default model");
+  app.add_option("--prompt", prompt, "Prompt text")->capture_default_str();
+  app.add_option("--max-tokens", max_tokens, "Tokens to generate at most")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--temperature", temperature, "Sampling temperature; 0 is greedy")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", top_p, "Nucleus sampling mass in (0, 1]")->capture_default_str();
+  app.add_option("--top-k", top_k, "Keep the k most likely tokens; 0 keeps all")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--seed", seed, "Random seed for sampling (default: random)");
+  app.add_flag("--ignore-eos", ignore_eos, "Do not stop at end-of-sequence tokens");
+  app.add_flag("--no-special-tokens", no_special,
+               "Do not add the tokenizer's special tokens (e.g. BOS) to the prompt");
+  CLI11_PARSE(app, argc, argv);
+
+  if (model_dir.empty()) model_dir = moe::DefaultModelDir();
+  auto loaded = moe::LoadModelDir(model_dir);
+  if (!loaded.ok()) {
+    std::cerr << "moe-generate: " << loaded.status().message() << "\n";
+    return 1;
+  }
+  auto ids = loaded->tokenizer->Encode(prompt, /*add_special_tokens=*/!no_special);
+  if (!ids.ok()) {
+    std::cerr << "moe-generate: " << ids.status().message() << "\n";
+    return 1;
+  }
+  moe::GenerationRequest req;
+  req.prompt = *ids;
+  req.max_tokens = max_tokens;
+  req.sampling.temperature = temperature;
+  req.sampling.top_p = top_p;
+  req.sampling.top_k = top_k;
+  req.sampling.seed = seed;
+  req.ignore_eos = ignore_eos;
+
+  std::cout << prompt << std::flush;
+  moe::IncrementalDecoder decoder(*loaded->tokenizer, /*skip_special_tokens=*/true);
+  moe::GenerationStats stats;
+  auto results = moe::Generate(*loaded->model, std::span(&req, 1), &stats,
+                               [&](int, int32_t id) { std::cout << decoder.Push(id) << std::flush; });
+  if (!results.ok()) {
+    std::cerr << "\nmoe-generate: " << results.status().message() << "\n";
+    return 1;
+  }
+  std::cout << decoder.Flush() << "\n";
+  const auto& r = (*results)[0];
+  std::fprintf(stderr,
+               "\n[%s] %zu prompt tokens, %zu generated (%s)\n"
+               "prefill: %lld tokens in %.3f s = %.1f tokens/s\n"
+               "decode:  %lld tokens in %.3f s = %.1f tokens/s\n",
+               loaded->config.architecture.c_str(), req.prompt.size(), r.tokens.size(),
+               r.finish == moe::FinishReason::kStop ? "stop" : "length",
+               static_cast<long long>(stats.prefill_tokens), stats.prefill_seconds,
+               stats.prefill_seconds > 0 ? stats.prefill_tokens / stats.prefill_seconds : 0.0,
+               static_cast<long long>(stats.decode_tokens), stats.decode_seconds,
+               stats.decode_seconds > 0 ? stats.decode_tokens / stats.decode_seconds : 0.0);
+  return 0;
+}

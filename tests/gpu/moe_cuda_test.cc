@@ -1,0 +1,552 @@
+// CUDA MoE kernels (kernels/cuda/moe_cuda.h) against the CPU reference (kernels/cpu/moe.h)
+// on fresh random inputs, outputs of both poisoned before the run. Routing ids and the
+// dispatch arrays must match exactly, routing weights within 1e-6, the expert FFN and the
+// combine within 1e-4 relative (fp32 GEMMs summed in a different order). The tests skip
+// themselves without a device; the CanImplement tests need none.
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kernels/cpu/moe.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/moe_cuda.h"
+
+namespace moe::kernels::cuda {
+namespace {
+
+// Poison bytes: 0x7B7B7B7B is no valid id, row or offset; 0xFFFFFFFF is a float NaN.
+constexpr unsigned char kIntPoison = 0x7B;
+constexpr unsigned char kFloatPoison = 0xFF;
+
+bool HasDevice() {
+  int count = 0;
+  return cudaGetDeviceCount(&count) == cudaSuccess && count > 0;
+}
+
+template <typename T>
+T Unwrap(absl::StatusOr<T> value) {
+  if (!value.ok()) {
+    std::fprintf(stderr, "fatal: %s\n", value.status().ToString().c_str());
+    std::abort();
+  }
+  return std::move(*value);
+}
+
+template <typename T>
+DeviceBuffer<T> Upload(const std::vector<T>& host) {
+  DeviceBuffer<T> buffer = Unwrap(DeviceBuffer<T>::Create(std::max<size_t>(host.size(), 1)));
+  const absl::Status s = buffer.CopyFromHost(std::span<const T>(host));
+  if (!s.ok()) Unwrap(absl::StatusOr<int>(s));
+  return buffer;
+}
+
+template <typename T>
+DeviceBuffer<T> Poisoned(size_t n, unsigned char byte) {
+  DeviceBuffer<T> buffer = Unwrap(DeviceBuffer<T>::Create(std::max<size_t>(n, 1)));
+  const absl::Status s = buffer.Fill(byte);
+  if (!s.ok()) Unwrap(absl::StatusOr<int>(s));
+  return buffer;
+}
+
+template <typename T>
+std::vector<T> Download(const DeviceBuffer<T>& buffer, size_t n) {
+  std::vector<T> host(n);
+  const absl::Status s = buffer.CopyToHost(std::span<T>(host));
+  if (!s.ok()) Unwrap(absl::StatusOr<int>(s));
+  return host;
+}
+
+template <typename T>
+std::vector<T> PoisonedHost(size_t n, unsigned char byte) {
+  std::vector<T> v(n);
+  if (n > 0) std::memset(v.data(), byte, n * sizeof(T));
+  return v;
+}
+
+std::vector<float> RandomNormal(size_t n, std::mt19937& rng, float scale = 1.f) {
+  std::normal_distribution<float> dist(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+std::vector<float> RandomUniform(size_t n, std::mt19937& rng, float bound) {
+  std::uniform_real_distribution<float> dist(-bound, bound);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// |gpu - cpu| <= rel * max(|cpu|, rms(cpu)); NaN (an unwritten poisoned entry) fails.
+void ExpectNearRelative(const std::vector<float>& gpu, const std::vector<float>& cpu, float rel,
+                        const std::string& what) {
+  ASSERT_EQ(gpu.size(), cpu.size());
+  double sq = 0;
+  for (float c : cpu) sq += static_cast<double>(c) * c;
+  const float rms = cpu.empty() ? 0.f : static_cast<float>(std::sqrt(sq / cpu.size()));
+  int bad = 0;
+  for (size_t i = 0; i < cpu.size(); ++i) {
+    const float tol = rel * std::max(std::fabs(cpu[i]), rms);
+    if (!(std::fabs(gpu[i] - cpu[i]) <= tol)) {
+      if (++bad <= 5) {
+        ADD_FAILURE() << what << "[" << i << "]: gpu " << gpu[i] << " cpu " << cpu[i]
+                      << " tol " << tol;
+      }
+    }
+  }
+  EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << cpu.size() << " entries differ";
+}
+
+class StreamOwner {
+ public:
+  StreamOwner() { MOE_CUDA_CHECK_FATAL(cudaStreamCreate(&stream_)); }
+  ~StreamOwner() { MOE_CUDA_CHECK_FATAL(cudaStreamDestroy(stream_)); }
+  StreamOwner(const StreamOwner&) = delete;
+  StreamOwner& operator=(const StreamOwner&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// T, E, K as in the brief: decode (1), odd (7), a warp multiple (64), past 256 (257).
+const auto kTokens = testing::Values(1, 7, 64, 257);
+const auto kExperts = testing::Values(8, 64);
+const auto kTopK = testing::Values(1, 2, 8);
+
+// ---------------------------------------------------------------------------- gating
+
+class GatingTest
+    : public testing::TestWithParam<std::tuple<int, int, int, bool, bool>> {  // T E K renorm weak
+ protected:
+  void SetUp() override {
+    if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_P(GatingTest, MatchesCpuReference) {
+  const auto [T, E, K, renormalize, weak] = GetParam();
+  std::mt19937 rng(1000 * T + 10 * E + K + (renormalize ? 7 : 0) + (weak ? 13 : 0));
+  const std::vector<float> logits = RandomNormal(static_cast<size_t>(T) * E, rng, 2.f);
+  std::vector<int32_t> weak_rank;
+  if (weak) {
+    // 0 = model rule, 1..E ranks, E+1 and E+2 clamp to E (as the CPU reference does).
+    std::uniform_int_distribution<int> dist(0, E + 2);
+    for (int t = 0; t < T; ++t) weak_rank.push_back(dist(rng));
+  }
+  const size_t TK = static_cast<size_t>(T) * K;
+
+  std::vector<int32_t> cpu_ids = PoisonedHost<int32_t>(TK, kIntPoison);
+  std::vector<float> cpu_w = PoisonedHost<float>(TK, kFloatPoison);
+  GatingParams cp;
+  cp.router_logits = logits.data();
+  cp.num_tokens = T;
+  cp.num_experts = E;
+  cp.top_k = K;
+  cp.renormalize = renormalize;
+  cp.weak_rank = weak ? weak_rank.data() : nullptr;
+  cp.topk_ids = cpu_ids.data();
+  cp.topk_weights = cpu_w.data();
+  ASSERT_TRUE(CanImplement(cp).ok());
+  Gating(cp);
+
+  StreamOwner stream;
+  DeviceBuffer<float> d_logits = Upload(logits);
+  DeviceBuffer<int32_t> d_weak = Upload(weak_rank);
+  DeviceBuffer<int32_t> d_ids = Poisoned<int32_t>(TK, kIntPoison);
+  DeviceBuffer<float> d_w = Poisoned<float>(TK, kFloatPoison);
+  CudaGatingParams gp;
+  gp.router_logits = d_logits.data();
+  gp.num_tokens = T;
+  gp.num_experts = E;
+  gp.top_k = K;
+  gp.renormalize = renormalize;
+  gp.weak_rank = weak ? d_weak.data() : nullptr;
+  gp.topk_ids = d_ids.data();
+  gp.topk_weights = d_w.data();
+  ASSERT_TRUE(LaunchGating(gp, stream.get()).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+
+  EXPECT_EQ(Download(d_ids, TK), cpu_ids);
+  const std::vector<float> gpu_w = Download(d_w, TK);
+  for (size_t i = 0; i < TK; ++i) {
+    EXPECT_TRUE(std::fabs(gpu_w[i] - cpu_w[i]) <= 1e-6f)
+        << "weight " << i << ": gpu " << gpu_w[i] << " cpu " << cpu_w[i];
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, GatingTest,
+                         testing::Combine(kTokens, kExperts, kTopK, testing::Bool(),
+                                          testing::Bool()));
+
+// -------------------------------------------------------------------------- dispatch
+
+class DispatchTest : public testing::TestWithParam<std::tuple<int, int, int, bool>> {  // T E K
+ protected:
+  void SetUp() override {
+    if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_P(DispatchTest, MatchesCpuReference) {
+  const auto [T, E, K, arbitrary_ids] = GetParam();
+  std::mt19937 rng(7000 + 1000 * T + 10 * E + K + (arbitrary_ids ? 1 : 0));
+  const size_t TK = static_cast<size_t>(T) * K;
+  std::vector<int32_t> ids(TK);
+  if (arbitrary_ids) {
+    // Duplicates, -1 and out-of-range ids (both kernels treat them as unused slots), and
+    // most pairs on a few experts, so chunks hold long runs of one expert.
+    std::uniform_int_distribution<int> any(-2, E);
+    std::uniform_int_distribution<int> few(0, std::min(E, 3) - 1);
+    for (int32_t& id : ids) id = (rng() % 2 == 0) ? few(rng) : any(rng);
+  } else {
+    // Real routing: K distinct experts per token.
+    std::vector<int32_t> perm(E);
+    for (int t = 0; t < T; ++t) {
+      for (int e = 0; e < E; ++e) perm[e] = e;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      for (int j = 0; j < K; ++j) ids[static_cast<size_t>(t) * K + j] = perm[j];
+    }
+  }
+
+  std::vector<int32_t> cpu_off = PoisonedHost<int32_t>(E + 1, kIntPoison);
+  std::vector<int32_t> cpu_sorted = PoisonedHost<int32_t>(TK, kIntPoison);
+  std::vector<int32_t> cpu_row = PoisonedHost<int32_t>(TK, kIntPoison);
+  DispatchParams cp;
+  cp.topk_ids = ids.data();
+  cp.num_tokens = T;
+  cp.top_k = K;
+  cp.num_experts = E;
+  cp.expert_offsets = cpu_off.data();
+  cp.sorted_pairs = cpu_sorted.data();
+  cp.pair_to_row = cpu_row.data();
+  ASSERT_TRUE(CanImplement(cp).ok());
+  Dispatch(cp);
+
+  StreamOwner stream;
+  DeviceBuffer<int32_t> d_ids = Upload(ids);
+  DeviceBuffer<int32_t> d_off = Poisoned<int32_t>(E + 1, kIntPoison);
+  DeviceBuffer<int32_t> d_sorted = Poisoned<int32_t>(TK, kIntPoison);
+  DeviceBuffer<int32_t> d_row = Poisoned<int32_t>(TK, kIntPoison);
+  CudaDispatchParams gp;
+  gp.topk_ids = d_ids.data();
+  gp.num_tokens = T;
+  gp.top_k = K;
+  gp.num_experts = E;
+  gp.expert_offsets = d_off.data();
+  gp.sorted_pairs = d_sorted.data();
+  gp.pair_to_row = d_row.data();
+  ASSERT_TRUE(LaunchDispatch(gp, stream.get()).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+
+  EXPECT_EQ(Download(d_off, E + 1), cpu_off);
+  const int used = cpu_off[E];
+  std::vector<int32_t> gpu_sorted = Download(d_sorted, TK);
+  EXPECT_EQ(std::vector<int32_t>(gpu_sorted.begin(), gpu_sorted.begin() + used),
+            std::vector<int32_t>(cpu_sorted.begin(), cpu_sorted.begin() + used));
+  EXPECT_EQ(Download(d_row, TK), cpu_row);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, DispatchTest,
+                         testing::Combine(kTokens, kExperts, kTopK, testing::Bool()));
+
+// A large P crosses many 512-pair chunks of the one-block kernel.
+INSTANTIATE_TEST_SUITE_P(ManyChunks, DispatchTest,
+                         testing::Combine(testing::Values(4099), testing::Values(8, 64),
+                                          testing::Values(2, 8), testing::Bool()));
+
+// ------------------------------------------------------------- expert FFN and combine
+
+class ExpertLayerTest
+    : public testing::TestWithParam<std::tuple<int, int, int, FfnGemmPath>> {  // T E K path
+ protected:
+  void SetUp() override {
+    if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
+  const auto [T, E, K, path] = GetParam();
+  constexpr int H = 160;  // not a power of two
+  constexpr int I = 96;
+  std::mt19937 rng(31000 + 1000 * T + 10 * E + K);
+  const size_t TK = static_cast<size_t>(T) * K;
+
+  // Routing and plan from the CPU reference (the GPU versions are tested above).
+  const std::vector<float> logits = RandomNormal(static_cast<size_t>(T) * E, rng, 2.f);
+  std::vector<int32_t> ids(TK);
+  std::vector<float> weights(TK);
+  GatingParams g;
+  g.router_logits = logits.data();
+  g.num_tokens = T;
+  g.num_experts = E;
+  g.top_k = K;
+  g.renormalize = true;
+  g.topk_ids = ids.data();
+  g.topk_weights = weights.data();
+  Gating(g);
+  std::vector<int32_t> offsets(E + 1), sorted(TK), pair_to_row(TK);
+  DispatchParams d;
+  d.topk_ids = ids.data();
+  d.num_tokens = T;
+  d.top_k = K;
+  d.num_experts = E;
+  d.expert_offsets = offsets.data();
+  d.sorted_pairs = sorted.data();
+  d.pair_to_row = pair_to_row.data();
+  Dispatch(d);
+  const int rows = offsets[E];
+
+  const std::vector<float> x = RandomUniform(static_cast<size_t>(T) * H, rng, 1.f);
+  // Each expert its own weights; experts without rows get none (nullptr), so a kernel that
+  // read them would fault.
+  std::vector<std::vector<float>> w_gu(E), w_dn(E);
+  std::vector<const float*> h_gu(E, nullptr), h_dn(E, nullptr);
+  std::vector<DeviceBuffer<float>> d_gu_buf, d_dn_buf;
+  std::vector<const float*> dev_gu(E, nullptr), dev_dn(E, nullptr);
+  for (int e = 0; e < E; ++e) {
+    if (offsets[e + 1] == offsets[e]) continue;
+    w_gu[e] = RandomUniform(static_cast<size_t>(2) * I * H, rng, 1.f / std::sqrt(float{H}));
+    w_dn[e] = RandomUniform(static_cast<size_t>(H) * I, rng, 1.f / std::sqrt(float{I}));
+    h_gu[e] = w_gu[e].data();
+    h_dn[e] = w_dn[e].data();
+    d_gu_buf.push_back(Upload(w_gu[e]));
+    dev_gu[e] = d_gu_buf.back().data();
+    d_dn_buf.push_back(Upload(w_dn[e]));
+    dev_dn[e] = d_dn_buf.back().data();
+  }
+
+  // CPU reference.
+  std::vector<float> ws_x(TK * H), ws_gu(TK * 2 * I), ws_act(TK * I);
+  std::vector<float> cpu_y = PoisonedHost<float>(TK * H, kFloatPoison);
+  ExpertFfnParams cf;
+  cf.x = x.data();
+  cf.sorted_pairs = sorted.data();
+  cf.expert_offsets = offsets.data();
+  cf.num_tokens = T;
+  cf.top_k = K;
+  cf.num_experts = E;
+  cf.hidden = H;
+  cf.inter = I;
+  cf.w_gate_up = h_gu.data();
+  cf.w_down = h_dn.data();
+  cf.ws_x = ws_x.data();
+  cf.ws_gate_up = ws_gu.data();
+  cf.ws_act = ws_act.data();
+  cf.y = cpu_y.data();
+  ASSERT_TRUE(CanImplement(cf).ok());
+  ExpertFfn(cf);
+  std::vector<float> cpu_out = PoisonedHost<float>(static_cast<size_t>(T) * H, kFloatPoison);
+  CombineParams cc;
+  cc.y = cpu_y.data();
+  cc.pair_to_row = pair_to_row.data();
+  cc.topk_weights = weights.data();
+  cc.num_tokens = T;
+  cc.top_k = K;
+  cc.hidden = H;
+  cc.out = cpu_out.data();
+  Combine(cc);
+
+  // GPU.
+  StreamOwner stream;
+  CublasHandle cublas = Unwrap(CublasHandle::Create());
+  GroupedGemmScratch scratch = Unwrap(GroupedGemmScratch::Create(E));
+  DeviceBuffer<float> d_x = Upload(x);
+  DeviceBuffer<int32_t> d_sorted = Upload(sorted);
+  DeviceBuffer<int32_t> d_offsets = Upload(offsets);
+  DeviceBuffer<int32_t> d_p2r = Upload(pair_to_row);
+  DeviceBuffer<float> d_weights = Upload(weights);
+  DeviceBuffer<float> d_ws_x = Poisoned<float>(TK * H, kFloatPoison);
+  DeviceBuffer<float> d_ws_gu = Poisoned<float>(TK * 2 * I, kFloatPoison);
+  DeviceBuffer<float> d_ws_act = Poisoned<float>(TK * I, kFloatPoison);
+  DeviceBuffer<float> d_y = Poisoned<float>(TK * H, kFloatPoison);
+  DeviceBuffer<float> d_out = Poisoned<float>(static_cast<size_t>(T) * H, kFloatPoison);
+
+  CudaExpertFfnParams gf;
+  gf.x = d_x.data();
+  gf.sorted_pairs = d_sorted.data();
+  gf.expert_offsets = d_offsets.data();
+  gf.expert_offsets_host = offsets.data();
+  gf.num_tokens = T;
+  gf.top_k = K;
+  gf.num_experts = E;
+  gf.hidden = H;
+  gf.inter = I;
+  gf.w_gate_up = dev_gu.data();
+  gf.w_down = dev_dn.data();
+  gf.ws_x = d_ws_x.data();
+  gf.ws_gate_up = d_ws_gu.data();
+  gf.ws_act = d_ws_act.data();
+  gf.y = d_y.data();
+  gf.gemm_path = path;
+  gf.cublas = cublas.get();
+  gf.grouped_scratch = &scratch;
+  const absl::Status ffn_status = LaunchExpertFfn(gf, stream.get());
+  ASSERT_TRUE(ffn_status.ok()) << ffn_status;
+  CudaCombineParams gc;
+  gc.y = d_y.data();
+  gc.pair_to_row = d_p2r.data();
+  gc.topk_weights = d_weights.data();
+  gc.num_tokens = T;
+  gc.top_k = K;
+  gc.hidden = H;
+  gc.out = d_out.data();
+  ASSERT_TRUE(LaunchCombine(gc, stream.get()).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+
+  const std::vector<float> gpu_y = Download(d_y, TK * H);
+  ExpectNearRelative(std::vector<float>(gpu_y.begin(), gpu_y.begin() + size_t{1} * rows * H),
+                     std::vector<float>(cpu_y.begin(), cpu_y.begin() + size_t{1} * rows * H),
+                     1e-4f, "y");
+  ExpectNearRelative(Download(d_out, static_cast<size_t>(T) * H), cpu_out, 1e-4f, "out");
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, ExpertLayerTest,
+                         testing::Combine(kTokens, kExperts, kTopK,
+                                          testing::Values(FfnGemmPath::kLoop,
+                                                          FfnGemmPath::kGrouped)));
+
+// Back-to-back grouped launches reuse the scratch's staging buffer; results must not mix.
+TEST(ExpertLayerRepeatTest, GroupedScratchReuse) {
+  if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
+  // Two grouped launches share one scratch; the second must equal the loop path on the
+  // same input.
+  constexpr int T = 64, E = 8, K = 2, H = 64, I = 32;
+  std::mt19937 rng(99);
+  const size_t TK = size_t{T} * K;
+  std::vector<int32_t> offsets(E + 1), sorted(TK);
+  for (int e = 0; e <= E; ++e) offsets[e] = static_cast<int32_t>(e * TK / E);
+  for (size_t i = 0; i < TK; ++i) sorted[i] = static_cast<int32_t>(i);
+  std::vector<DeviceBuffer<float>> bufs;
+  std::vector<const float*> gu(E), dn(E);
+  for (int e = 0; e < E; ++e) {
+    bufs.push_back(Upload(RandomUniform(size_t{2} * I * H, rng, 0.1f)));
+    gu[e] = bufs.back().data();
+    bufs.push_back(Upload(RandomUniform(size_t{H} * I, rng, 0.1f)));
+    dn[e] = bufs.back().data();
+  }
+  StreamOwner stream;
+  CublasHandle cublas = Unwrap(CublasHandle::Create());
+  GroupedGemmScratch scratch = Unwrap(GroupedGemmScratch::Create(E));
+  DeviceBuffer<float> d_x1 = Upload(RandomUniform(size_t{T} * H, rng, 1.f));
+  DeviceBuffer<float> d_x2 = Upload(RandomUniform(size_t{T} * H, rng, 1.f));
+  DeviceBuffer<int32_t> d_sorted = Upload(sorted);
+  DeviceBuffer<int32_t> d_offsets = Upload(offsets);
+  DeviceBuffer<float> ws_x = Poisoned<float>(TK * H, kFloatPoison);
+  DeviceBuffer<float> ws_gu = Poisoned<float>(TK * 2 * I, kFloatPoison);
+  DeviceBuffer<float> ws_act = Poisoned<float>(TK * I, kFloatPoison);
+  DeviceBuffer<float> y1 = Poisoned<float>(TK * H, kFloatPoison);
+  DeviceBuffer<float> y2 = Poisoned<float>(TK * H, kFloatPoison);
+  DeviceBuffer<float> y_loop = Poisoned<float>(TK * H, kFloatPoison);
+
+  CudaExpertFfnParams p;
+  p.sorted_pairs = d_sorted.data();
+  p.expert_offsets = d_offsets.data();
+  p.expert_offsets_host = offsets.data();
+  p.num_tokens = T;
+  p.top_k = K;
+  p.num_experts = E;
+  p.hidden = H;
+  p.inter = I;
+  p.w_gate_up = gu.data();
+  p.w_down = dn.data();
+  p.ws_x = ws_x.data();
+  p.ws_gate_up = ws_gu.data();
+  p.ws_act = ws_act.data();
+  p.cublas = cublas.get();
+  p.grouped_scratch = &scratch;
+  p.gemm_path = FfnGemmPath::kGrouped;
+  p.x = d_x1.data();
+  p.y = y1.data();
+  ASSERT_TRUE(LaunchExpertFfn(p, stream.get()).ok());
+  p.x = d_x2.data();
+  p.y = y2.data();
+  ASSERT_TRUE(LaunchExpertFfn(p, stream.get()).ok());
+  p.gemm_path = FfnGemmPath::kLoop;
+  p.y = y_loop.data();
+  ASSERT_TRUE(LaunchExpertFfn(p, stream.get()).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+  ExpectNearRelative(Download(y2, TK * H), Download(y_loop, TK * H), 1e-5f, "y2 vs loop");
+}
+
+// ------------------------------------------------------- host checks (no device needed)
+
+TEST(CudaCanImplementTest, RejectsWhatTheKernelsDoNotHandle) {
+  float f = 0.f;
+  int32_t i = 0;
+  CudaGatingParams g;
+  g.router_logits = &f;
+  g.topk_ids = &i;
+  g.topk_weights = &f;
+  g.num_tokens = 1;
+  g.num_experts = 8;
+  g.top_k = 2;
+  EXPECT_TRUE(CanImplement(g).ok());
+  g.top_k = 9;
+  EXPECT_EQ(CanImplement(g).code(), absl::StatusCode::kInvalidArgument);
+  g.top_k = 2;
+  g.num_experts = kMaxExperts + 1;
+  EXPECT_EQ(CanImplement(g).code(), absl::StatusCode::kInvalidArgument);
+  g.num_experts = 8;
+  g.topk_ids = nullptr;
+  EXPECT_EQ(CanImplement(g).code(), absl::StatusCode::kInvalidArgument);
+
+  CudaDispatchParams d;
+  d.topk_ids = &i;
+  d.expert_offsets = &i;
+  d.sorted_pairs = &i;
+  d.pair_to_row = &i;
+  d.num_tokens = 1;
+  d.top_k = 1;
+  d.num_experts = kMaxExperts + 1;
+  EXPECT_EQ(CanImplement(d).code(), absl::StatusCode::kInvalidArgument);
+  d.num_experts = 8;
+  EXPECT_TRUE(CanImplement(d).ok());
+  d.num_tokens = INT32_MAX / 2;
+  d.top_k = 4;
+  EXPECT_EQ(CanImplement(d).code(), absl::StatusCode::kInvalidArgument);
+
+  // A plan whose rows exceed T*K, an expert with rows and no weights, a missing scratch.
+  const float* no_weights[2] = {nullptr, nullptr};
+  const float* weights[2] = {&f, &f};
+  int32_t offsets[3] = {0, 1, 2};
+  CudaExpertFfnParams e;
+  e.x = &f;
+  e.sorted_pairs = &i;
+  e.expert_offsets = &i;
+  e.expert_offsets_host = offsets;
+  e.num_tokens = 2;
+  e.top_k = 1;
+  e.num_experts = 2;
+  e.hidden = 4;
+  e.inter = 4;
+  e.w_gate_up = weights;
+  e.w_down = weights;
+  e.ws_x = e.ws_gate_up = e.ws_act = e.y = &f;
+  e.cublas = reinterpret_cast<cublasHandle_t>(&i);  // only compared with nullptr here
+  EXPECT_TRUE(CanImplement(e).ok());
+  e.gemm_path = FfnGemmPath::kGrouped;
+  EXPECT_EQ(CanImplement(e).code(), absl::StatusCode::kInvalidArgument);
+  e.gemm_path = FfnGemmPath::kLoop;
+  e.w_down = no_weights;
+  EXPECT_EQ(CanImplement(e).code(), absl::StatusCode::kInvalidArgument);
+  e.w_down = weights;
+  e.num_tokens = 1;
+  EXPECT_EQ(CanImplement(e).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace moe::kernels::cuda
