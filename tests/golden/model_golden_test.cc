@@ -1,7 +1,9 @@
 // The CPU engine against Hugging Face transformers (tools/make_golden_models.py): fp32
 // teacher-forced logits per position within 1e-5 relative L2, identical 32-token greedy
 // continuations, and the same results when prompts share one flat batch.
+#include <algorithm>
 #include <cmath>
+#include <functional>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -45,15 +47,29 @@ nlohmann::json ReadJson(const fs::path& p) {
   return nlohmann::json::parse(ss.str());
 }
 
+// The model directory and the directory of its reference.json/.safetensors: the same for
+// the tiny fixtures, tests/golden/data/default_model for models/default.
+struct FixtureDirs {
+  fs::path model, reference;
+};
+
+FixtureDirs DirsOf(const std::string& name) {
+  if (name == "default") {
+    return {fs::path(MOE_SOURCE_DIR) / "models/default",
+            fs::path(MOE_SOURCE_DIR) / "tests/golden/data/default_model"};
+  }
+  return {ModelsDir() / name, ModelsDir() / name};
+}
+
 Fixture LoadFixture(const std::string& name) {
   Fixture f;
-  const fs::path dir = ModelsDir() / name;
-  auto lm = LoadModelDir(dir.string());
+  const FixtureDirs dirs = DirsOf(name);
+  auto lm = LoadModelDir(dirs.model.string());
   EXPECT_TRUE(lm.ok()) << lm.status();
   if (!lm.ok()) return f;
   f.lm = std::move(*lm);
-  const nlohmann::json ref = ReadJson(dir / "reference.json");
-  auto logits_file = SafetensorsFile::Open((dir / "reference.safetensors").string());
+  const nlohmann::json ref = ReadJson(dirs.reference / "reference.json");
+  auto logits_file = SafetensorsFile::Open((dirs.reference / "reference.safetensors").string());
   EXPECT_TRUE(logits_file.ok()) << logits_file.status();
   const int V = f.lm.config.vocab_size;
   for (size_t i = 0; i < ref["prompts"].size(); ++i) {
@@ -211,8 +227,10 @@ TEST_P(ModelGoldenTest, GreedyContinuationsMatchAloneAndBatched) {
   }
 }
 
+// The four tiny random checkpoints (tools/make_golden_models.py) and the trained default
+// model (tools/make_default_model_reference.py).
 INSTANTIATE_TEST_SUITE_P(Architectures, ModelGoldenTest,
-                         testing::Values("mixtral", "qwen2_moe", "qwen3_moe", "olmoe"));
+                         testing::Values("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "default"));
 
 // A copy of a fixture whose config.json is edited, to show that weights that do not match
 // the config are refused with the tensor named.
@@ -273,6 +291,57 @@ TEST_F(BadCheckpointTest, TruncatedWeightsAreRefused) {
   auto lm = LoadModelDir(dir.string());
   ASSERT_FALSE(lm.ok());
   EXPECT_THAT(std::string(lm.status().message()), HasSubstr("model.safetensors"));
+}
+
+TEST_F(BadCheckpointTest, GenerationStopsAtTheEosOfGenerationConfig) {
+  // Make the third greedy token of prompt 0 an EOS id through generation_config.json.
+  Fixture f = LoadFixture("olmoe");
+  ASSERT_FALSE(f.prompts.empty());
+  const int32_t eos = f.prompts[0].greedy[2];
+  const fs::path dir = CopyWithConfig("olmoe", [](nlohmann::json&) {});
+  std::ofstream(dir / "generation_config.json") << nlohmann::json{{"eos_token_id", {eos}}}.dump();
+  auto lm = LoadModelDir(dir.string());
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  GenerationRequest r;
+  r.prompt = f.prompts[0].ids;
+  r.max_tokens = 10;
+  r.sampling.temperature = 0.f;
+  auto out = Generate(*lm->model, std::span(&r, 1));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const auto& first = f.prompts[0].greedy;
+  // It stops at the first occurrence of the id, which may come before position 2.
+  const size_t stop = std::find(first.begin(), first.end(), eos) - first.begin();
+  EXPECT_EQ((*out)[0].finish, FinishReason::kStop);
+  EXPECT_EQ((*out)[0].tokens, std::vector<int32_t>(first.begin(), first.begin() + stop + 1));
+  r.ignore_eos = true;
+  out = Generate(*lm->model, std::span(&r, 1));
+  ASSERT_TRUE(out.ok());
+  EXPECT_EQ((*out)[0].finish, FinishReason::kLength);
+  EXPECT_EQ((*out)[0].tokens.size(), 10u);
+}
+
+TEST(ModelForwardTest, SeededSamplingIsReproducibleAndBatchIndependent) {
+  auto lm = LoadModelDir((ModelsDir() / "qwen3_moe").string());
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  GenerationRequest r;
+  r.prompt = {5, 6, 7, 8};
+  r.max_tokens = 12;
+  r.ignore_eos = true;
+  r.sampling.temperature = 1.5f;
+  r.sampling.top_p = 0.9f;
+  r.sampling.top_k = 50;
+  r.sampling.seed = 1234;
+  GenerationRequest other = r;
+  other.prompt = {9, 10, 11, 12, 13, 14};
+  other.sampling.seed = 99;
+  auto a = Generate(*lm->model, std::span(&r, 1));
+  auto b = Generate(*lm->model, std::vector<GenerationRequest>{other, r});
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ((*a)[0].tokens, (*b)[1].tokens);
+  r.sampling.seed = 1235;
+  auto c = Generate(*lm->model, std::span(&r, 1));
+  ASSERT_TRUE(c.ok());
+  EXPECT_NE((*a)[0].tokens, (*c)[0].tokens);
 }
 
 TEST(ModelForwardTest, MalformedBatchIsAnErrorNotACrash) {
