@@ -41,10 +41,10 @@ using moe::kernels::GatingParams;
 
 struct Shape {
   std::string name;
-  int hidden;  // H
-  int inter;   // I
+  int hidden;   // H
+  int inter;    // I
   int experts;  // E
-  int top_k;   // K
+  int top_k;    // K
 };
 
 // The default model's MoE shape from its config.json, else the documented defaults.
@@ -216,15 +216,15 @@ struct Layer {
         if (e < 0) continue;
         const float w = topk_w[static_cast<size_t>(t) * K + j];
         // gate_up[2I] = W_gate_up[2I, H] x
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, weights.gate_up_ptrs[e], H, xt,
-                    1, 0.f, gate_up_vec.data(), 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, weights.gate_up_ptrs[e], H, xt, 1,
+                    0.f, gate_up_vec.data(), 1);
         for (int i = 0; i < I; ++i) {
           const float g = gate_up_vec[i];
           act_vec[i] = g / (1.f + std::exp(-g)) * gate_up_vec[I + i];
         }
         // out[t] += w * W_down[H, I] act
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, H, I, w, weights.down_ptrs[e], I,
-                    act_vec.data(), 1, 1.f, ot, 1);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, H, I, w, weights.down_ptrs[e], I, act_vec.data(),
+                    1, 1.f, ot, 1);
       }
     }
   }
@@ -285,14 +285,18 @@ void BM_MoeLayer(benchmark::State& state, int shape_index) {
 }
 
 void Grouped(benchmark::State& state, int shape_index) { BM_MoeLayer<true>(state, shape_index); }
-void PerToken(benchmark::State& state, int shape_index) {
-  BM_MoeLayer<false>(state, shape_index);
-}
+void PerToken(benchmark::State& state, int shape_index) { BM_MoeLayer<false>(state, shape_index); }
 
 // Wall time: OpenBLAS runs its own threads.
-#define MOE_LAYER_BENCH(fn, name, index)                                                    \
-  BENCHMARK_CAPTURE(fn, name, index)->ArgName("T")->Arg(1)->Arg(8)->Arg(64)->Arg(256)->    \
-      UseRealTime()->Unit(benchmark::kMillisecond)
+#define MOE_LAYER_BENCH(fn, name, index) \
+  BENCHMARK_CAPTURE(fn, name, index)     \
+      ->ArgName("T")                     \
+      ->Arg(1)                           \
+      ->Arg(8)                           \
+      ->Arg(64)                          \
+      ->Arg(256)                         \
+      ->UseRealTime()                    \
+      ->Unit(benchmark::kMillisecond)
 
 MOE_LAYER_BENCH(Grouped, default, 0);
 MOE_LAYER_BENCH(PerToken, default, 0);

@@ -11,19 +11,19 @@ namespace moe {
 
 struct BatchSequence {
   const int32_t* block_table = nullptr;  // blocks covering [0, start_pos + num_tokens)
-  int32_t start_pos = 0;    // tokens of this sequence already in the KV cache
-  int32_t num_tokens = 0;   // new tokens in this step
-  int32_t first_token = 0;  // index of its first new token in the flat batch
-  bool sample = false;      // produce logits at its last new token
+  int32_t start_pos = 0;                 // tokens of this sequence already in the KV cache
+  int32_t num_tokens = 0;                // new tokens in this step
+  int32_t first_token = 0;               // index of its first new token in the flat batch
+  bool sample = false;                   // produce logits at its last new token
   // SCMoE weak routing for this sequence's tokens: 0 = the model's own routing,
   // r >= 1 = only the r-th ranked expert (DESIGN.md section 6).
   int32_t weak_rank = 0;
 };
 
 struct Batch {
-  std::vector<int32_t> token_ids;  // [T]
-  std::vector<int32_t> positions;  // [T]
-  std::vector<int32_t> token_seq;  // [T] index into seqs
+  std::vector<int32_t> token_ids;   // [T]
+  std::vector<int32_t> positions;   // [T]
+  std::vector<int32_t> token_seq;   // [T] index into seqs
   std::vector<BatchSequence> seqs;  // [S]
   // Logits for every token instead of only the sampled ones (teacher-forced scoring).
   bool all_logits = false;
@@ -31,8 +31,8 @@ struct Batch {
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
 
   // Appends `tokens` of a sequence that already has `start_pos` tokens cached.
-  void AddSequence(std::span<const int32_t> tokens, int32_t start_pos,
-                   const int32_t* block_table, bool sample, int32_t weak_rank = 0) {
+  void AddSequence(std::span<const int32_t> tokens, int32_t start_pos, const int32_t* block_table,
+                   bool sample, int32_t weak_rank = 0) {
     BatchSequence s;
     s.block_table = block_table;
     s.start_pos = start_pos;

@@ -45,7 +45,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(
   int blocks = 0;
   for (int i = 0; i < n; ++i) {
     const GenerationRequest& r = requests[i];
-    if (r.prompt.empty()) return absl::InvalidArgumentError(absl::StrCat("request ", i, ": empty prompt"));
+    if (r.prompt.empty())
+      return absl::InvalidArgumentError(absl::StrCat("request ", i, ": empty prompt"));
     if (r.max_tokens < 1) {
       return absl::InvalidArgumentError(absl::StrCat("request ", i, ": max_tokens must be >= 1"));
     }
@@ -64,7 +65,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(
 
   struct Seq {
     std::vector<int32_t> blocks;
-    int32_t cached = 0;           // tokens in the KV cache
+    int32_t cached = 0;            // tokens in the KV cache
     std::vector<int32_t> pending;  // tokens to feed next step
     Sampler sampler;
     bool done = false;

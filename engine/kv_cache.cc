@@ -17,7 +17,8 @@ absl::StatusOr<std::unique_ptr<HostKvCache>> HostKvCache::Create(const KvCacheSh
     return absl::InvalidArgumentError("KV cache: every dimension must be positive");
   }
   std::unique_ptr<HostKvCache> cache(new HostKvCache(shape));
-  const size_t floats = static_cast<size_t>(shape.BytesPerBlock() / sizeof(float)) * shape.num_blocks;
+  const size_t floats =
+      static_cast<size_t>(shape.BytesPerBlock() / sizeof(float)) * shape.num_blocks;
   try {
     cache->storage_.assign(floats, 0.f);
   } catch (const std::bad_alloc&) {

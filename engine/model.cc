@@ -19,10 +19,10 @@ using Tensor = std::vector<float>;
 
 struct LayerWeights {
   bool is_moe = false;
-  Tensor input_norm, post_norm;            // [H]
-  Tensor wq, wk, wv, wo;                   // [Hq*D, H], [Hkv*D, H], [Hkv*D, H], [H, Hq*D]
-  Tensor bq, bk, bv, bo;                   // biases or empty
-  Tensor q_norm, k_norm;                   // [D] (per head) or [Hq*D] / [Hkv*D] (full width)
+  Tensor input_norm, post_norm;  // [H]
+  Tensor wq, wk, wv, wo;         // [Hq*D, H], [Hkv*D, H], [Hkv*D, H], [H, Hq*D]
+  Tensor bq, bk, bv, bo;         // biases or empty
+  Tensor q_norm, k_norm;         // [D] (per head) or [Hq*D] / [Hkv*D] (full width)
   // MoE
   Tensor router;                           // [E, H]
   Tensor experts_gate_up;                  // [E, 2I, H]
@@ -33,8 +33,8 @@ struct LayerWeights {
   Tensor shared_down;                      // [H, Is]
   Tensor shared_expert_gate;               // [1, H]
   // dense MLP
-  Tensor mlp_gate_up;                      // [2I, H]
-  Tensor mlp_down;                         // [H, I]
+  Tensor mlp_gate_up;  // [2I, H]
+  Tensor mlp_down;     // [H, I]
 };
 
 // Reads gate [I, H] and up [I, H] into one [2I, H] block at `dst`.
@@ -54,9 +54,9 @@ absl::StatusOr<Tensor> Read(const Checkpoint& ckpt, const std::string& name,
 
 struct Model::Impl {
   ModelConfig cfg;
-  Tensor embed;      // [V, H]
+  Tensor embed;       // [V, H]
   Tensor final_norm;  // [H]
-  Tensor lm_head;    // [V, H] (empty when tied to embed)
+  Tensor lm_head;     // [V, H] (empty when tied to embed)
   std::vector<LayerWeights> layers;
   int64_t num_params = 0;
 
@@ -76,7 +76,8 @@ struct Model::Impl {
 
 absl::Status Model::Impl::LoadWeights(const Checkpoint& ckpt) {
   const models::Architecture* arch = models::FindArchitecture(cfg.architecture);
-  if (arch == nullptr) return absl::UnimplementedError("unsupported architecture " + cfg.architecture);
+  if (arch == nullptr)
+    return absl::UnimplementedError("unsupported architecture " + cfg.architecture);
   const models::ModelTensorNames names = arch->tensor_names(cfg);
   const int64_t H = cfg.hidden_size, V = cfg.vocab_size, D = cfg.head_dim;
   const int64_t qd = cfg.num_q_heads * D, kvd = cfg.num_kv_heads * D;
@@ -131,8 +132,8 @@ absl::Status Model::Impl::LoadWeights(const Checkpoint& ckpt) {
       if (!n.shared_expert_gate.empty()) {
         const int64_t Is = cfg.shared_expert_intermediate_size;
         w.shared_gate_up.resize(2 * Is * H);
-        MOE_RETURN_IF_ERROR(ReadGateUp(ckpt, n.shared_gate_proj, n.shared_up_proj, Is, H,
-                                       w.shared_gate_up.data()));
+        MOE_RETURN_IF_ERROR(
+            ReadGateUp(ckpt, n.shared_gate_proj, n.shared_up_proj, Is, H, w.shared_gate_up.data()));
         MOE_ASSIGN_OR_RETURN(w.shared_down, Read(ckpt, n.shared_down_proj, {H, Is}));
         MOE_ASSIGN_OR_RETURN(w.shared_expert_gate, Read(ckpt, n.shared_expert_gate, {1, H}));
       }
@@ -146,11 +147,16 @@ absl::Status Model::Impl::LoadWeights(const Checkpoint& ckpt) {
   }
   num_params = embed.size() + final_norm.size() + lm_head.size();
   for (const LayerWeights& w : layers) {
-    for (const Tensor* t : {&w.input_norm, &w.post_norm, &w.wq, &w.wk, &w.wv, &w.wo, &w.bq,
-                            &w.bk, &w.bv, &w.bo, &w.q_norm, &w.k_norm, &w.router,
-                            &w.experts_gate_up, &w.experts_down, &w.shared_gate_up,
-                            &w.shared_down, &w.shared_expert_gate, &w.mlp_gate_up,
-                            &w.mlp_down}) {
+    for (const Tensor* t : {&w.input_norm,   &w.post_norm,
+                            &w.wq,           &w.wk,
+                            &w.wv,           &w.wo,
+                            &w.bq,           &w.bk,
+                            &w.bv,           &w.bo,
+                            &w.q_norm,       &w.k_norm,
+                            &w.router,       &w.experts_gate_up,
+                            &w.experts_down, &w.shared_gate_up,
+                            &w.shared_down,  &w.shared_expert_gate,
+                            &w.mlp_gate_up,  &w.mlp_down}) {
       num_params += static_cast<int64_t>(t->size());
     }
   }
@@ -181,7 +187,8 @@ absl::Status Model::Impl::CheckBatch(const Batch& batch, const KvCacheView& kv) 
     }
     for (int i = 0; i < seq.num_tokens; ++i) {
       const int t = seq.first_token + i;
-      if (batch.token_seq[t] != static_cast<int32_t>(s) || batch.positions[t] != seq.start_pos + i) {
+      if (batch.token_seq[t] != static_cast<int32_t>(s) ||
+          batch.positions[t] != seq.start_pos + i) {
         return absl::InvalidArgumentError(
             absl::StrCat("batch: tokens of sequence ", s, " are not contiguous and in order"));
       }
@@ -189,24 +196,21 @@ absl::Status Model::Impl::CheckBatch(const Batch& batch, const KvCacheView& kv) 
     const int last_pos = seq.start_pos + seq.num_tokens - 1;
     for (int b = 0; b <= last_pos / ks.block_size; ++b) {
       if (seq.block_table[b] < 0 || seq.block_table[b] >= ks.num_blocks) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("batch: sequence ", s, " has block id ", seq.block_table[b],
-                         " outside the cache"));
+        return absl::InvalidArgumentError(absl::StrCat("batch: sequence ", s, " has block id ",
+                                                       seq.block_table[b], " outside the cache"));
       }
     }
   }
   for (int t = 0; t < T; ++t) {
     if (batch.token_ids[t] < 0 || batch.token_ids[t] >= cfg.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("batch: token id ", batch.token_ids[t],
-                                                     " outside the vocabulary of ",
-                                                     cfg.vocab_size));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch: token id ", batch.token_ids[t], " outside the vocabulary of ", cfg.vocab_size));
     }
   }
   return absl::OkStatus();
 }
 
-void Model::Impl::Attention(int layer, const LayerWeights& w, const Batch& batch,
-                            KvCacheView& kv) {
+void Model::Impl::Attention(int layer, const LayerWeights& w, const Batch& batch, KvCacheView& kv) {
   const int T = batch.num_tokens();
   const int H = cfg.hidden_size, D = cfg.head_dim, Hq = cfg.num_q_heads, Hkv = cfg.num_kv_heads;
   const int qd = Hq * D, kvd = Hkv * D;

@@ -78,12 +78,12 @@ absl::Status ParseCommon(const nlohmann::json& j, ModelConfig* cfg) {
       type = it->value("rope_type", it->value("type", std::string()));
     }
     if (type != "default") {
-      return absl::UnimplementedError(absl::StrCat(
-          "unsupported rope_scaling ", it->dump(), ": only unscaled RoPE is implemented"));
+      return absl::UnimplementedError(absl::StrCat("unsupported rope_scaling ", it->dump(),
+                                                   ": only unscaled RoPE is implemented"));
     }
   }
-  if (auto it = j.find("partial_rotary_factor"); it != j.end() && !it->is_null() &&
-                                                  (!it->is_number() || it->get<double>() != 1.0)) {
+  if (auto it = j.find("partial_rotary_factor");
+      it != j.end() && !it->is_null() && (!it->is_number() || it->get<double>() != 1.0)) {
     return absl::UnimplementedError("unsupported partial_rotary_factor (only 1.0)");
   }
   MOE_RETURN_IF_ERROR(ReadTokenIds(j, "eos_token_id", &cfg->eos_token_ids));
@@ -107,7 +107,8 @@ absl::Status Validate(const ModelConfig& cfg) {
   }
   for (int32_t id : cfg.eos_token_ids) {
     if (id < 0 || id >= cfg.vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("eos_token_id ", id, " outside the vocabulary"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("eos_token_id ", id, " outside the vocabulary"));
     }
   }
   return absl::OkStatus();
@@ -121,16 +122,16 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   ModelConfig cfg;
   auto archs = j.find("architectures");
   if (archs == j.end() || !archs->is_array() || archs->empty() || !(*archs)[0].is_string()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": 'architectures' must name the model class"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": 'architectures' must name the model class"));
   }
   cfg.architecture = (*archs)[0].get<std::string>();
   cfg.model_type = j.value("model_type", std::string());
   const models::Architecture* arch = models::FindArchitecture(cfg.architecture);
   if (arch == nullptr) {
-    return absl::UnimplementedError(absl::StrCat(path, ": unsupported architecture '",
-                                                 cfg.architecture, "' (supported: ",
-                                                 absl::StrJoin(models::SupportedArchitectures(), ", "),
-                                                 ")"));
+    return absl::UnimplementedError(
+        absl::StrCat(path, ": unsupported architecture '", cfg.architecture,
+                     "' (supported: ", absl::StrJoin(models::SupportedArchitectures(), ", "), ")"));
   }
   absl::Status s = ParseCommon(j, &cfg);
   if (s.ok()) s = arch->parse_config(j, &cfg);

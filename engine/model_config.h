@@ -31,17 +31,17 @@ struct ModelConfig {
   float rms_norm_eps = 1e-6f;
   float rope_theta = 10000.f;
   int sliding_window = 0;  // 0: full causal attention
-  bool qkv_bias = false;  // q, k and v projections have a bias
-  bool o_bias = false;    // the output projection has a bias
+  bool qkv_bias = false;   // q, k and v projections have a bias
+  bool o_bias = false;     // the output projection has a bias
   QkNorm qk_norm = QkNorm::kNone;
   float clip_qkv = 0.f;  // > 0: clamp q, k, v to +-clip_qkv (OLMoE)
   bool tie_word_embeddings = false;
 
   // MoE
-  int num_experts = 0;            // E
-  int top_k = 0;                  // K
-  int moe_intermediate_size = 0;  // I of a routed expert
-  bool norm_topk_prob = false;    // renormalise the K routing weights
+  int num_experts = 0;                      // E
+  int top_k = 0;                            // K
+  int moe_intermediate_size = 0;            // I of a routed expert
+  bool norm_topk_prob = false;              // renormalise the K routing weights
   int shared_expert_intermediate_size = 0;  // 0: no shared expert (Qwen2-MoE has one)
   int intermediate_size = 0;                // dense MLP layers' I
   std::vector<bool> layer_is_moe;           // [num_layers]

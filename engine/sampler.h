@@ -11,9 +11,9 @@
 namespace moe {
 
 struct SamplingParams {
-  float temperature = 1.f;  // 0: greedy (argmax)
-  int top_k = 0;            // 0: no top-k filter
-  float top_p = 1.f;        // in (0, 1]; 1: no nucleus filter
+  float temperature = 1.f;       // 0: greedy (argmax)
+  int top_k = 0;                 // 0: no top-k filter
+  float top_p = 1.f;             // in (0, 1]; 1: no nucleus filter
   std::optional<uint64_t> seed;  // unset: a random seed
 
   // InvalidArgument for temperature < 0, top_k < 0, top_p outside (0, 1].

@@ -8,10 +8,10 @@
 #define MOE_STATUS_CONCAT_(a, b) MOE_STATUS_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function when `expr` is not OK.
-#define MOE_RETURN_IF_ERROR(expr)                    \
-  do {                                               \
-    absl::Status moe_status_ = (expr);               \
-    if (!moe_status_.ok()) return moe_status_;       \
+#define MOE_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    absl::Status moe_status_ = (expr);         \
+    if (!moe_status_.ok()) return moe_status_; \
   } while (0)
 
 // `MOE_ASSIGN_OR_RETURN(auto x, FooOr());` unwraps a StatusOr or returns its

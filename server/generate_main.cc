@@ -63,8 +63,9 @@ int main(int argc, char** argv) {
   std::cout << prompt << std::flush;
   moe::IncrementalDecoder decoder(*loaded->tokenizer, /*skip_special_tokens=*/true);
   moe::GenerationStats stats;
-  auto results = moe::Generate(*loaded->model, std::span(&req, 1), &stats,
-                               [&](int, int32_t id) { std::cout << decoder.Push(id) << std::flush; });
+  auto results = moe::Generate(*loaded->model, std::span(&req, 1), &stats, [&](int, int32_t id) {
+    std::cout << decoder.Push(id) << std::flush;
+  });
   if (!results.ok()) {
     std::cerr << "\nmoe-generate: " << results.status().message() << "\n";
     return 1;

@@ -8,8 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/models/json_util.h"
-#include "engine/models/registry.h"
 #include "engine/models/qwen_common.h"
+#include "engine/models/registry.h"
 #include "engine/status_macros.h"
 
 namespace moe::models {

@@ -36,8 +36,8 @@ void PagedAttention(const PagedAttentionParams& p) {
       float smax = -std::numeric_limits<float>::infinity();
       for (int i = 0; i < n; ++i) {
         const int kp = first + i;
-        const size_t slot = static_cast<size_t>(table[kp / p.block_size]) * p.block_size +
-                            kp % p.block_size;
+        const size_t slot =
+            static_cast<size_t>(table[kp / p.block_size]) * p.block_size + kp % p.block_size;
         const float* k = p.k_cache + slot * kv_row + static_cast<size_t>(kvh) * D;
         float dot = 0.f;
         for (int d = 0; d < D; ++d) dot += q[d] * k[d];
@@ -53,8 +53,8 @@ void PagedAttention(const PagedAttentionParams& p) {
       std::fill(o, o + D, 0.f);
       for (int i = 0; i < n; ++i) {
         const int kp = first + i;
-        const size_t slot = static_cast<size_t>(table[kp / p.block_size]) * p.block_size +
-                            kp % p.block_size;
+        const size_t slot =
+            static_cast<size_t>(table[kp / p.block_size]) * p.block_size + kp % p.block_size;
         const float* v = p.v_cache + slot * kv_row + static_cast<size_t>(kvh) * D;
         const float w = scores[i] / sum;
         for (int d = 0; d < D; ++d) o[d] += w * v[d];

@@ -11,16 +11,16 @@
 namespace moe::kernels {
 
 struct PagedAttentionParams {
-  const float* q = nullptr;            // [T, num_q_heads, D], RoPE applied
-  float* out = nullptr;                // [T, num_q_heads, D]
-  int num_tokens = 0;                  // T
+  const float* q = nullptr;  // [T, num_q_heads, D], RoPE applied
+  float* out = nullptr;      // [T, num_q_heads, D]
+  int num_tokens = 0;        // T
   int num_q_heads = 0;
-  int num_kv_heads = 0;                // divides num_q_heads (GQA)
-  int head_dim = 0;                    // D
-  const int32_t* token_seq = nullptr;  // [T] sequence of each token
-  const int32_t* positions = nullptr;  // [T] position; keys [0, position] are visible
+  int num_kv_heads = 0;                          // divides num_q_heads (GQA)
+  int head_dim = 0;                              // D
+  const int32_t* token_seq = nullptr;            // [T] sequence of each token
+  const int32_t* positions = nullptr;            // [T] position; keys [0, position] are visible
   const int32_t* const* block_tables = nullptr;  // [S] -> block ids covering positions
-  int block_size = 16;                            // B
+  int block_size = 16;                           // B
   // One layer's cache: [num_blocks, B, num_kv_heads, D] each.
   const float* k_cache = nullptr;
   const float* v_cache = nullptr;

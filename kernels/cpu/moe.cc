@@ -49,10 +49,9 @@ void Gating(const GatingParams& p) {
     const int needed = rank > 0 ? std::min(rank, E) : K;
     // Partial sort by descending probability; equal probabilities keep the lower id first.
     std::iota(order.begin(), order.end(), 0);
-    std::partial_sort(order.begin(), order.begin() + needed, order.end(),
-                      [&](int32_t a, int32_t b) {
-                        return prob[a] > prob[b] || (prob[a] == prob[b] && a < b);
-                      });
+    std::partial_sort(
+        order.begin(), order.begin() + needed, order.end(),
+        [&](int32_t a, int32_t b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); });
     int32_t* ids = p.topk_ids + static_cast<size_t>(t) * K;
     float* w = p.topk_weights + static_cast<size_t>(t) * K;
     if (rank > 0) {
@@ -156,19 +155,18 @@ void ExpertFfn(const ExpertFfnParams& p) {
     if (rows == 1) {
       // One row: a GEMV reads each weight once without packing it (OpenBLAS 0.3.21's
       // sgemm with M = 1 packs the weight panel first and is up to 2x slower).
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, p.w_gate_up[e], H, xs, 1, 0.f,
-                  gu, 1);
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, p.w_gate_up[e], H, xs, 1, 0.f, gu, 1);
       SiluMul(gu, 1, I, act);
       cblas_sgemv(CblasRowMajor, CblasNoTrans, H, I, 1.f, p.w_down[e], I, act, 1, 0.f, y, 1);
       continue;
     }
     // gu[rows, 2I] = xs[rows, H] * W_gate_up[2I, H]^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, 2 * I, H, 1.f, xs, H,
-                p.w_gate_up[e], H, 0.f, gu, 2 * I);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, 2 * I, H, 1.f, xs, H, p.w_gate_up[e],
+                H, 0.f, gu, 2 * I);
     SiluMul(gu, rows, I, act);
     // y[rows, H] = act[rows, I] * W_down[H, I]^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, H, I, 1.f, act, I, p.w_down[e],
-                I, 0.f, y, H);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, H, I, 1.f, act, I, p.w_down[e], I,
+                0.f, y, H);
   }
 }
 

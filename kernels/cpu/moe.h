@@ -58,14 +58,14 @@ absl::Status CanImplement(const DispatchParams& p);
 void Dispatch(const DispatchParams& p);
 
 struct ExpertFfnParams {
-  const float* x = nullptr;               // [T, H] layer input (post-attention RMSNorm)
-  const int32_t* sorted_pairs = nullptr;  // [P] from Dispatch
+  const float* x = nullptr;                 // [T, H] layer input (post-attention RMSNorm)
+  const int32_t* sorted_pairs = nullptr;    // [P] from Dispatch
   const int32_t* expert_offsets = nullptr;  // [E + 1] from Dispatch
-  int num_tokens = 0;                     // T
-  int top_k = 0;                          // K
-  int num_experts = 0;                    // E
-  int hidden = 0;                         // H
-  int inter = 0;                          // I
+  int num_tokens = 0;                       // T
+  int top_k = 0;                            // K
+  int num_experts = 0;                      // E
+  int hidden = 0;                           // H
+  int inter = 0;                            // I
   // Per-expert weight pointers, so weights may live anywhere (resident or an offload
   // slot). Experts without rows are never read and may be nullptr.
   const float* const* w_gate_up = nullptr;  // [E] -> [2I, H]: rows [0, I) gate, [I, 2I) up
@@ -83,13 +83,13 @@ absl::Status CanImplement(const ExpertFfnParams& p);
 void ExpertFfn(const ExpertFfnParams& p);
 
 struct CombineParams {
-  const float* y = nullptr;             // [P, H] ExpertFfn output, sorted rows
+  const float* y = nullptr;              // [P, H] ExpertFfn output, sorted rows
   const int32_t* pair_to_row = nullptr;  // [T*K]
-  const float* topk_weights = nullptr;  // [T, K]
-  int num_tokens = 0;                   // T
-  int top_k = 0;                        // K
-  int hidden = 0;                       // H
-  float* out = nullptr;                 // [T, H] out (overwritten)
+  const float* topk_weights = nullptr;   // [T, K]
+  int num_tokens = 0;                    // T
+  int top_k = 0;                         // K
+  int hidden = 0;                        // H
+  float* out = nullptr;                  // [T, H] out (overwritten)
 };
 
 // out[t] = sum_j w[t, j] * y[row(t, j)], j ascending, so the result for a token does not

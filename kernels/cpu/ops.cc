@@ -35,7 +35,8 @@ void Rope(const RopeParams& p) {
   // inv_freq as transformers computes it: 1 / theta^(arange(0, dim, 2) / dim) in fp32.
   std::vector<float> inv_freq(half);
   for (int i = 0; i < half; ++i) {
-    inv_freq[i] = 1.f / std::pow(p.theta, static_cast<float>(2 * i) / static_cast<float>(p.rotary_dim));
+    inv_freq[i] =
+        1.f / std::pow(p.theta, static_cast<float>(2 * i) / static_cast<float>(p.rotary_dim));
   }
   std::vector<float> cos_v(half), sin_v(half);
   for (int t = 0; t < p.num_tokens; ++t) {

@@ -13,13 +13,13 @@ void Linear(const float* x, const float* w, const float* bias, int m, int n, int
 void RmsNorm(const float* x, const float* weight, int rows, int n, float eps, float* y);
 
 struct RopeParams {
-  float* x = nullptr;                 // [T, num_heads, head_dim], rotated in place
+  float* x = nullptr;                  // [T, num_heads, head_dim], rotated in place
   const int32_t* positions = nullptr;  // [T]
-  int num_tokens = 0;                 // T
+  int num_tokens = 0;                  // T
   int num_heads = 0;
-  int head_dim = 0;                   // D, even
-  int rotary_dim = 0;                 // leading dims rotated; D for full rotary
-  float theta = 10000.f;              // rope_theta
+  int head_dim = 0;       // D, even
+  int rotary_dim = 0;     // leading dims rotated; D for full rotary
+  float theta = 10000.f;  // rope_theta
 };
 
 // Rotary embedding in the "rotate_half" (GPT-NeoX) layout that Hugging Face Llama-family

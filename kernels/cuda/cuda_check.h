@@ -26,8 +26,9 @@
 namespace moe::kernels::cuda::internal {
 
 inline absl::Status ToStatus(cudaError_t err, const char* expr, const char* file, int line) {
-  const std::string msg = absl::StrCat(file, ":", line, ": ", expr, " failed: ",
-                                       cudaGetErrorName(err), " (", cudaGetErrorString(err), ")");
+  const std::string msg =
+      absl::StrCat(file, ":", line, ": ", expr, " failed: ", cudaGetErrorName(err), " (",
+                   cudaGetErrorString(err), ")");
   switch (err) {
     case cudaErrorMemoryAllocation:
       return absl::ResourceExhaustedError(msg);
@@ -65,18 +66,17 @@ inline absl::Status ToStatus(cublasStatus_t err, const char* expr, const char* f
 
 // The generator. `on_error` receives the absl::Status: `return` propagates it to the
 // caller (which must return absl::Status or absl::StatusOr), Die aborts.
-#define MOE_CHECK_GEN_(type, expr, success, on_error)                                    \
-  do {                                                                                   \
-    const type moe_check_result_ = (expr);                                               \
-    if (moe_check_result_ != (success)) [[unlikely]] {                                   \
-      on_error(::moe::kernels::cuda::internal::ToStatus(moe_check_result_, #expr,        \
-                                                        __FILE__, __LINE__));            \
-    }                                                                                    \
+#define MOE_CHECK_GEN_(type, expr, success, on_error)                                              \
+  do {                                                                                             \
+    const type moe_check_result_ = (expr);                                                         \
+    if (moe_check_result_ != (success)) [[unlikely]] {                                             \
+      on_error(                                                                                    \
+          ::moe::kernels::cuda::internal::ToStatus(moe_check_result_, #expr, __FILE__, __LINE__)); \
+    }                                                                                              \
   } while (0)
 
-#define MOE_CUDA_CHECK(expr) MOE_CHECK_GEN_(cudaError_t, expr, cudaSuccess, return)
-#define MOE_CUBLAS_CHECK(expr) \
-  MOE_CHECK_GEN_(cublasStatus_t, expr, CUBLAS_STATUS_SUCCESS, return)
+#define MOE_CUDA_CHECK(expr) MOE_CHECK_GEN_(cudaError_t, expr, cudaSuccess, return )
+#define MOE_CUBLAS_CHECK(expr) MOE_CHECK_GEN_(cublasStatus_t, expr, CUBLAS_STATUS_SUCCESS, return )
 #define MOE_CUDA_CHECK_FATAL(expr) \
   MOE_CHECK_GEN_(cudaError_t, expr, cudaSuccess, ::moe::kernels::cuda::internal::Die)
 #define MOE_CUBLAS_CHECK_FATAL(expr) \
@@ -88,20 +88,20 @@ inline absl::Status ToStatus(cublasStatus_t err, const char* expr, const char* f
     (void)(stream);                 \
   } while (0)
 #else
-#define MOE_CUDA_DEBUG_SYNC(stream)                                                  \
-  do {                                                                               \
-    cudaStreamCaptureStatus moe_capture_status_ = cudaStreamCaptureStatusNone;       \
-    MOE_CUDA_CHECK_FATAL(cudaStreamIsCapturing((stream), &moe_capture_status_));     \
-    if (moe_capture_status_ == cudaStreamCaptureStatusNone) {                        \
-      MOE_CUDA_CHECK_FATAL(cudaStreamSynchronize(stream));                           \
-    }                                                                                \
+#define MOE_CUDA_DEBUG_SYNC(stream)                                              \
+  do {                                                                           \
+    cudaStreamCaptureStatus moe_capture_status_ = cudaStreamCaptureStatusNone;   \
+    MOE_CUDA_CHECK_FATAL(cudaStreamIsCapturing((stream), &moe_capture_status_)); \
+    if (moe_capture_status_ == cudaStreamCaptureStatusNone) {                    \
+      MOE_CUDA_CHECK_FATAL(cudaStreamSynchronize(stream));                       \
+    }                                                                            \
   } while (0)
 #endif
 
 // After a kernel launch: the launch error (bad configuration) as a status, then the
 // debug-only synchronous check.
-#define MOE_CUDA_CHECK_LAUNCH(stream)    \
-  do {                                   \
-    MOE_CUDA_CHECK(cudaGetLastError());  \
-    MOE_CUDA_DEBUG_SYNC(stream);         \
+#define MOE_CUDA_CHECK_LAUNCH(stream)   \
+  do {                                  \
+    MOE_CUDA_CHECK(cudaGetLastError()); \
+    MOE_CUDA_DEBUG_SYNC(stream);        \
   } while (0)

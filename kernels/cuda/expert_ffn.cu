@@ -89,8 +89,7 @@ std::vector<Group> NonEmptyGroups(const CudaExpertFfnParams& p) {
 
 // Row-major C[rows, n] = A[rows, k] * W[n, k]^T is column-major C^T = W^T(op T) * A^T:
 // cublasSgemm(T, N, m = n, n = rows, k, W, lda = k, A, ldb = k, C, ldc = n).
-absl::Status LoopGemms(const CudaExpertFfnParams& p, const std::vector<Group>& groups,
-                       bool down) {
+absl::Status LoopGemms(const CudaExpertFfnParams& p, const std::vector<Group>& groups, bool down) {
   const float one = 1.f;
   const float zero = 0.f;
   const int H = p.hidden;
@@ -117,9 +116,8 @@ absl::Status LoopGemms(const CudaExpertFfnParams& p, const std::vector<Group>& g
 
 absl::StatusOr<GroupedGemmScratch> GroupedGemmScratch::Create(int max_experts) {
   if (max_experts < 1 || max_experts > kMaxExperts) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("GroupedGemmScratch: max_experts=%d outside [1, %d]", max_experts,
-                        kMaxExperts));
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "GroupedGemmScratch: max_experts=%d outside [1, %d]", max_experts, kMaxExperts));
   }
   GroupedGemmScratch s;
   s.max_experts_ = max_experts;
@@ -192,9 +190,8 @@ absl::Status CanImplement(const CudaExpertFfnParams& p) {
     const int32_t begin = p.expert_offsets_host[e];
     const int32_t end = p.expert_offsets_host[e + 1];
     if (end < begin || end > pairs) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("expert_ffn: expert_offsets not a plan of %d pairs at expert %d",
-                          pairs, e));
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "expert_ffn: expert_offsets not a plan of %d pairs at expert %d", pairs, e));
     }
     if (end > begin && (p.w_gate_up[e] == nullptr || p.w_down[e] == nullptr)) {
       return absl::InvalidArgumentError(
@@ -259,8 +256,8 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
     const std::vector<int> m_gu(num_groups, 2 * I), k_gu(num_groups, H), ld_h(num_groups, H),
         ld_2i(num_groups, 2 * I);
     MOE_CUBLAS_CHECK(cublasSgemmGroupedBatched(
-        p.cublas, trans_a.data(), trans_b.data(), m_gu.data(), n.data(), k_gu.data(),
-        alpha.data(), reinterpret_cast<const float* const*>(d + 0 * num_groups), ld_h.data(),
+        p.cublas, trans_a.data(), trans_b.data(), m_gu.data(), n.data(), k_gu.data(), alpha.data(),
+        reinterpret_cast<const float* const*>(d + 0 * num_groups), ld_h.data(),
         reinterpret_cast<const float* const*>(d + 1 * num_groups), ld_h.data(), beta.data(),
         reinterpret_cast<float* const*>(d + 2 * num_groups), ld_2i.data(), num_groups,
         group_size.data()));
@@ -270,8 +267,8 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
     // down: Y[rows, H] = A[rows, I] W_down[H, I]^T.
     const std::vector<int> m_d(num_groups, H), k_d(num_groups, I), ld_i(num_groups, I);
     MOE_CUBLAS_CHECK(cublasSgemmGroupedBatched(
-        p.cublas, trans_a.data(), trans_b.data(), m_d.data(), n.data(), k_d.data(),
-        alpha.data(), reinterpret_cast<const float* const*>(d + 3 * num_groups), ld_i.data(),
+        p.cublas, trans_a.data(), trans_b.data(), m_d.data(), n.data(), k_d.data(), alpha.data(),
+        reinterpret_cast<const float* const*>(d + 3 * num_groups), ld_i.data(),
         reinterpret_cast<const float* const*>(d + 4 * num_groups), ld_i.data(), beta.data(),
         reinterpret_cast<float* const*>(d + 5 * num_groups), ld_h.data(), num_groups,
         group_size.data()));
@@ -288,8 +285,7 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
 // --------------------------------------------------------------------------- combine
 
 absl::Status CanImplement(const CudaCombineParams& p) {
-  if (p.y == nullptr || p.pair_to_row == nullptr || p.topk_weights == nullptr ||
-      p.out == nullptr) {
+  if (p.y == nullptr || p.pair_to_row == nullptr || p.topk_weights == nullptr || p.out == nullptr) {
     return absl::InvalidArgumentError("combine: null buffer");
   }
   if (p.num_tokens < 0 || p.top_k < 1 || p.hidden < 1) {
@@ -304,8 +300,8 @@ absl::Status CanImplement(const CudaCombineParams& p) {
 absl::Status LaunchCombine(const CudaCombineParams& p, cudaStream_t stream) {
   if (absl::Status s = CanImplement(p); !s.ok()) return s;
   if (p.num_tokens == 0) return absl::OkStatus();
-  CombineKernel<<<BlocksFor(static_cast<int64_t>(p.num_tokens) * p.hidden), kThreads, 0,
-                  stream>>>(p);
+  CombineKernel<<<BlocksFor(static_cast<int64_t>(p.num_tokens) * p.hidden), kThreads, 0, stream>>>(
+      p);
   MOE_CUDA_CHECK_LAUNCH(stream);
   return absl::OkStatus();
 }

@@ -91,7 +91,7 @@ struct CudaExpertFfnParams {
   float* ws_act = nullptr;                  // [P, I] workspace
   float* y = nullptr;                       // [P, H] out: expert output per sorted row
   FfnGemmPath gemm_path = FfnGemmPath::kLoop;
-  cublasHandle_t cublas = nullptr;             // its stream is set to `stream` by the launcher
+  cublasHandle_t cublas = nullptr;                // its stream is set to `stream` by the launcher
   GroupedGemmScratch* grouped_scratch = nullptr;  // required for kGrouped
 };
 
@@ -118,9 +118,9 @@ class GroupedGemmScratch {
   void Reset();
 
   int max_experts_ = 0;
-  void** host_ptrs_ = nullptr;    // pinned [6 * max_experts]
-  void** device_ptrs_ = nullptr;  // device [6 * max_experts]
-  cudaEvent_t uploaded_ = nullptr;      // recorded after the last upload
+  void** host_ptrs_ = nullptr;      // pinned [6 * max_experts]
+  void** device_ptrs_ = nullptr;    // device [6 * max_experts]
+  cudaEvent_t uploaded_ = nullptr;  // recorded after the last upload
 };
 
 // --------------------------------------------------------------------------- combine

@@ -3,9 +3,9 @@
 // continuations, and the same results when prompts share one flat batch.
 #include <algorithm>
 #include <cmath>
-#include <functional>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -236,9 +236,13 @@ INSTANTIATE_TEST_SUITE_P(Architectures, ModelGoldenTest,
 // the config are refused with the tensor named.
 class BadCheckpointTest : public testing::Test {
  protected:
-  fs::path CopyWithConfig(const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+  fs::path CopyWithConfig(const std::string& name,
+                          const std::function<void(nlohmann::json&)>& edit) {
     const fs::path src = ModelsDir() / name;
-    const fs::path dst = fs::path(testing::TempDir()) / ("bad_" + name);
+    // One directory per test: ctest runs the tests of this file in parallel processes.
+    const fs::path dst =
+        fs::path(testing::TempDir()) /
+        ("bad_" + name + "_" + testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dst);
     fs::copy(src, dst, fs::copy_options::recursive);
     nlohmann::json cfg = ReadJson(dst / "config.json");
@@ -256,7 +260,8 @@ TEST_F(BadCheckpointTest, MissingTensorIsNamed) {
   auto lm = LoadModelDir(dir.string());
   ASSERT_FALSE(lm.ok());
   EXPECT_EQ(lm.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(std::string(lm.status().message()), HasSubstr("model.layers.2.input_layernorm.weight"));
+  EXPECT_THAT(std::string(lm.status().message()),
+              HasSubstr("model.layers.2.input_layernorm.weight"));
 }
 
 TEST_F(BadCheckpointTest, WrongShapeIsNamed) {

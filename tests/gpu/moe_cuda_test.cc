@@ -102,8 +102,8 @@ void ExpectNearRelative(const std::vector<float>& gpu, const std::vector<float>&
     const float tol = rel * std::max(std::fabs(cpu[i]), rms);
     if (!(std::fabs(gpu[i] - cpu[i]) <= tol)) {
       if (++bad <= 5) {
-        ADD_FAILURE() << what << "[" << i << "]: gpu " << gpu[i] << " cpu " << cpu[i]
-                      << " tol " << tol;
+        ADD_FAILURE() << what << "[" << i << "]: gpu " << gpu[i] << " cpu " << cpu[i] << " tol "
+                      << tol;
       }
     }
   }
@@ -409,8 +409,8 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
 
   const std::vector<float> gpu_y = Download(d_y, TK * H);
   ExpectNearRelative(std::vector<float>(gpu_y.begin(), gpu_y.begin() + size_t{1} * rows * H),
-                     std::vector<float>(cpu_y.begin(), cpu_y.begin() + size_t{1} * rows * H),
-                     1e-4f, "y");
+                     std::vector<float>(cpu_y.begin(), cpu_y.begin() + size_t{1} * rows * H), 1e-4f,
+                     "y");
   ExpectNearRelative(Download(d_out, static_cast<size_t>(T) * H), cpu_out, 1e-4f, "out");
 }
 

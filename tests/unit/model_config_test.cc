@@ -134,10 +134,14 @@ TEST_F(ModelConfigTest, MissingOrWrongKeysAreNamed) {
 }
 
 TEST_F(ModelConfigTest, FamiliesSetTheirAttentionOptions) {
-  nlohmann::json mixtral = {{"architectures", {"MixtralForCausalLM"}}, {"vocab_size", 10},
-                            {"hidden_size", 8}, {"num_hidden_layers", 2},
-                            {"num_attention_heads", 2}, {"intermediate_size", 4},
-                            {"num_local_experts", 4}, {"num_experts_per_tok", 2},
+  nlohmann::json mixtral = {{"architectures", {"MixtralForCausalLM"}},
+                            {"vocab_size", 10},
+                            {"hidden_size", 8},
+                            {"num_hidden_layers", 2},
+                            {"num_attention_heads", 2},
+                            {"intermediate_size", 4},
+                            {"num_local_experts", 4},
+                            {"num_experts_per_tok", 2},
                             {"sliding_window", 64}};
   Write("config.json", mixtral.dump());
   auto cfg = LoadModelConfig(dir_.string());

@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -23,7 +25,9 @@ using ::testing::IsEmpty;
 
 // Writes `content` to a fresh file under the test temp dir and returns its path.
 std::string WriteTemp(const std::string& name, const std::string& content) {
-  const fs::path dir = fs::path(testing::TempDir()) / "tokenizer_test";
+  // Per process: ctest runs the tests of this file in parallel processes.
+  const fs::path dir =
+      fs::path(testing::TempDir()) / ("tokenizer_test_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   const fs::path path = dir / name;
   std::ofstream(path, std::ios::binary) << content;
