@@ -60,14 +60,17 @@ int main(int argc, char** argv) {
   req.sampling.seed = seed;
   req.ignore_eos = ignore_eos;
 
-  std::cout << prompt << std::flush;
   moe::IncrementalDecoder decoder(*loaded->tokenizer, /*skip_special_tokens=*/true);
   moe::GenerationStats stats;
+  // The prompt is echoed with the first token, so a refused request prints only its error.
+  bool echoed = false;
   auto results = moe::Generate(*loaded->model, std::span(&req, 1), &stats, [&](int, int32_t id) {
+    if (!echoed) std::cout << prompt;
+    echoed = true;
     std::cout << decoder.Push(id) << std::flush;
   });
   if (!results.ok()) {
-    std::cerr << "\nmoe-generate: " << results.status().message() << "\n";
+    std::cerr << "moe-generate: " << results.status().message() << "\n";
     return 1;
   }
   std::cout << decoder.Flush() << "\n";
