@@ -22,13 +22,9 @@ absl::Status ParseMixtral(const nlohmann::json& j, ModelConfig* cfg) {
 }
 
 ModelTensorNames MixtralNames(const ModelConfig& cfg) {
-  ModelTensorNames names;
-  names.embed_tokens = "model.embed_tokens.weight";
-  names.final_norm = "model.norm.weight";
-  if (!cfg.tie_word_embeddings) names.lm_head = "lm_head.weight";
+  ModelTensorNames names = LlamaStyleNames(cfg);
   for (int i = 0; i < cfg.num_layers; ++i) {
-    LayerTensorNames n;
-    SetLlamaAttentionNames(i, &n);
+    LayerTensorNames& n = names.layers[i];
     const std::string p = absl::StrCat("model.layers.", i, ".block_sparse_moe");
     n.router = p + ".gate.weight";
     for (int e = 0; e < cfg.num_experts; ++e) {
@@ -37,7 +33,6 @@ ModelTensorNames MixtralNames(const ModelConfig& cfg) {
       n.expert_up.push_back(ep + "w3.weight");
       n.expert_down.push_back(ep + "w2.weight");
     }
-    names.layers.push_back(std::move(n));
   }
   return names;
 }

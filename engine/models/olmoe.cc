@@ -26,18 +26,13 @@ absl::Status ParseOlmoe(const nlohmann::json& j, ModelConfig* cfg) {
 }
 
 ModelTensorNames OlmoeNames(const ModelConfig& cfg) {
-  ModelTensorNames names;
-  names.embed_tokens = "model.embed_tokens.weight";
-  names.final_norm = "model.norm.weight";
-  if (!cfg.tie_word_embeddings) names.lm_head = "lm_head.weight";
+  ModelTensorNames names = LlamaStyleNames(cfg);
   for (int i = 0; i < cfg.num_layers; ++i) {
-    LayerTensorNames n;
-    SetLlamaAttentionNames(i, &n);
+    LayerTensorNames& n = names.layers[i];
     const std::string p = absl::StrCat("model.layers.", i, ".");
     n.q_norm = p + "self_attn.q_norm.weight";
     n.k_norm = p + "self_attn.k_norm.weight";
     SetSwiGluExpertNames(p + "mlp", cfg.num_experts, &n);
-    names.layers.push_back(std::move(n));
   }
   return names;
 }

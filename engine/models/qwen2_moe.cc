@@ -2,8 +2,6 @@
 // sparse layers chosen by decoder_sparse_step and mlp_only_layers, the others dense MLPs;
 // routing softmax -> top-k -> renormalised iff norm_topk_prob; a shared expert scaled by
 // sigmoid(shared_expert_gate(x)) (moe_algorithms.md section 6.2).
-#include <algorithm>
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"

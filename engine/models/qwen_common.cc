@@ -45,13 +45,9 @@ absl::Status ParseQwenMoeCommon(const nlohmann::json& j, ModelConfig* cfg) {
 }
 
 ModelTensorNames QwenMoeNames(const ModelConfig& cfg) {
-  ModelTensorNames names;
-  names.embed_tokens = "model.embed_tokens.weight";
-  names.final_norm = "model.norm.weight";
-  if (!cfg.tie_word_embeddings) names.lm_head = "lm_head.weight";
+  ModelTensorNames names = LlamaStyleNames(cfg);
   for (int i = 0; i < cfg.num_layers; ++i) {
-    LayerTensorNames n;
-    SetLlamaAttentionNames(i, &n);
+    LayerTensorNames& n = names.layers[i];
     const std::string p = absl::StrCat("model.layers.", i, ".mlp");
     if (cfg.layer_is_moe[i]) {
       SetSwiGluExpertNames(p, cfg.num_experts, &n);
@@ -60,7 +56,6 @@ ModelTensorNames QwenMoeNames(const ModelConfig& cfg) {
       n.mlp_up_proj = p + ".up_proj.weight";
       n.mlp_down_proj = p + ".down_proj.weight";
     }
-    names.layers.push_back(std::move(n));
   }
   return names;
 }

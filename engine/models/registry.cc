@@ -22,14 +22,23 @@ std::vector<std::string> SupportedArchitectures() {
   return out;
 }
 
-void SetLlamaAttentionNames(int i, LayerTensorNames* n) {
-  const std::string p = absl::StrCat("model.layers.", i, ".");
-  n->input_norm = p + "input_layernorm.weight";
-  n->post_attention_norm = p + "post_attention_layernorm.weight";
-  n->q_proj = p + "self_attn.q_proj.weight";
-  n->k_proj = p + "self_attn.k_proj.weight";
-  n->v_proj = p + "self_attn.v_proj.weight";
-  n->o_proj = p + "self_attn.o_proj.weight";
+ModelTensorNames LlamaStyleNames(const ModelConfig& cfg) {
+  ModelTensorNames names;
+  names.embed_tokens = "model.embed_tokens.weight";
+  names.final_norm = "model.norm.weight";
+  if (!cfg.tie_word_embeddings) names.lm_head = "lm_head.weight";
+  names.layers.resize(cfg.num_layers);
+  for (int i = 0; i < cfg.num_layers; ++i) {
+    LayerTensorNames& n = names.layers[i];
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    n.input_norm = p + "input_layernorm.weight";
+    n.post_attention_norm = p + "post_attention_layernorm.weight";
+    n.q_proj = p + "self_attn.q_proj.weight";
+    n.k_proj = p + "self_attn.k_proj.weight";
+    n.v_proj = p + "self_attn.v_proj.weight";
+    n.o_proj = p + "self_attn.o_proj.weight";
+  }
+  return names;
 }
 
 void SetSwiGluExpertNames(const std::string& prefix, int num_experts, LayerTensorNames* n) {

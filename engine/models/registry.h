@@ -49,9 +49,11 @@ extern const Architecture kQwen2Moe;
 extern const Architecture kQwen3Moe;
 extern const Architecture kOlmoe;
 
-// Shared by the families: the Llama-style attention names of layer `i`.
-void SetLlamaAttentionNames(int i, LayerTensorNames* names);
-// Mixtral-free names of expert FFNs under `prefix` ("model.layers.3.mlp").
+// Shared by the families: model.embed_tokens, model.norm, lm_head (unless tied) and, for
+// every layer, the Llama-style norm and attention names (model.layers.N.self_attn.*).
+ModelTensorNames LlamaStyleNames(const ModelConfig& cfg);
+// Router and expert FFN names under `prefix` ("model.layers.3.mlp"): prefix.gate and
+// prefix.experts.N.{gate,up,down}_proj (Qwen and OLMoE; Mixtral names its own).
 void SetSwiGluExpertNames(const std::string& prefix, int num_experts, LayerTensorNames* names);
 
 }  // namespace moe::models

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/unit/safetensors_bytes.h"
 
 namespace moe {
 namespace {
@@ -23,30 +24,9 @@ using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::string Le64(uint64_t v) {
-  std::string out(8, '\0');
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((v >> (8 * i)) & 0xFF);
-  return out;
-}
-
-std::string F32Bytes(std::initializer_list<float> values) {
-  std::string out;
-  for (float v : values) {
-    uint32_t bits;
-    std::memcpy(&bits, &v, 4);
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((bits >> (8 * i)) & 0xFF));
-  }
-  return out;
-}
-
-std::string U16Bytes(std::initializer_list<uint16_t> values) {
-  std::string out;
-  for (uint16_t v : values) {
-    out.push_back(static_cast<char>(v & 0xFF));
-    out.push_back(static_cast<char>(v >> 8));
-  }
-  return out;
-}
+using testing_bytes::F32Bytes;
+using testing_bytes::Le64;
+using testing_bytes::U16Bytes;
 
 class SafetensorsTest : public ::testing::Test {
  protected:
