@@ -233,6 +233,15 @@ def spec_mixtral():
     )
 
 
+def spec_mixtral_swa():
+    """Mixtral with a sliding window shorter than the prompts and continuations."""
+    spec = spec_mixtral()
+    spec["name"] = "mixtral_swa"
+    spec["config"] = dict(spec["config"], sliding_window=6)
+    spec["seed"] = 1100
+    return spec
+
+
 def spec_qwen2_moe():
     return dict(
         name="qwen2_moe",
@@ -308,7 +317,7 @@ def spec_olmoe():
     )
 
 
-SPECS = [spec_mixtral, spec_qwen2_moe, spec_qwen3_moe, spec_olmoe]
+SPECS = [spec_mixtral, spec_mixtral_swa, spec_qwen2_moe, spec_qwen3_moe, spec_olmoe]
 
 
 # --------------------------------------------------------------------------------------

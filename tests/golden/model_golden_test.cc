@@ -227,10 +227,15 @@ TEST_P(ModelGoldenTest, GreedyContinuationsMatchAloneAndBatched) {
   }
 }
 
-// The four tiny random checkpoints (tools/make_golden_models.py) and the trained default
+// The tiny random checkpoints (tools/make_golden_models.py; mixtral_swa has a sliding
+// window of 6 tokens) and the trained default
 // model (tools/make_default_model_reference.py).
 INSTANTIATE_TEST_SUITE_P(Architectures, ModelGoldenTest,
-                         testing::Values("mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "default"));
+                         testing::Values("mixtral", "mixtral_swa", "qwen2_moe", "qwen3_moe",
+                                         "olmoe", "default"),
+                         [](const testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
 
 // A copy of a fixture whose config.json is edited, to show that weights that do not match
 // the config are refused with the tensor named.
