@@ -10,6 +10,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/absl_compat.h"
 #include "engine/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -22,10 +23,6 @@ constexpr char kSingleName[] = "model.safetensors";
 std::string JoinPath(const std::string& dir, std::string_view name) {
   return (std::filesystem::path(dir) / name).string();
 }
-
-// Debian's abseil is built with its own string_view type, which StrCat does not take
-// std::string_view for.
-absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 bool IsFile(const std::string& path) {
   std::error_code ec;
@@ -137,7 +134,7 @@ absl::StatusOr<const TensorView*> Checkpoint::Get(std::string_view name) const {
   auto it = index_.find(name);
   if (it == index_.end()) {
     return absl::NotFoundError(
-        absl::StrCat("tensor '", AsAbsl(name), "' not found in checkpoint '", dir_, "'"));
+        absl::StrCat("tensor '", ToAbsl(name), "' not found in checkpoint '", dir_, "'"));
   }
   return it->second;
 }
@@ -154,7 +151,7 @@ absl::Status CheckReadable(const TensorView& view, std::span<const int64_t> expe
   }
   if (view.dtype != DType::kF32 && view.dtype != DType::kF16 && view.dtype != DType::kBF16) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", view.name, "' in '", view.file,
-                                                   "' has dtype ", AsAbsl(DTypeName(view.dtype)),
+                                                   "' has dtype ", ToAbsl(DTypeName(view.dtype)),
                                                    ", which cannot be read as F32"));
   }
   return absl::OkStatus();

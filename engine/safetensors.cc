@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/absl_compat.h"
 #include "engine/status_macros.h"
 #include "nlohmann/json.hpp"
 
@@ -57,10 +58,6 @@ std::optional<DType> ParseDType(std::string_view name) {
   return std::nullopt;
 }
 
-// Debian's abseil is built with its own string_view type, which StrCat does not take
-// std::string_view for.
-absl::string_view AsAbsl(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -70,7 +67,7 @@ std::string FilePrefix(const std::string& path) {
   return absl::StrCat("safetensors file '", path, "': ");
 }
 std::string TensorPrefix(const std::string& path, std::string_view tensor) {
-  return absl::StrCat(FilePrefix(path), "tensor '", AsAbsl(tensor), "': ");
+  return absl::StrCat(FilePrefix(path), "tensor '", ToAbsl(tensor), "': ");
 }
 
 // Reads a JSON integer into int64 (accepts signed and unsigned JSON integers, not floats).
@@ -164,7 +161,7 @@ absl::StatusOr<TensorView> ParseTensor(const std::string& path, const std::strin
   const uint64_t uend = static_cast<uint64_t>(*end);
   if (uend - ubegin != nbytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        prefix, "shape ", ShapeString(view.shape), " of ", AsAbsl(DTypeName(view.dtype)), " needs ",
+        prefix, "shape ", ShapeString(view.shape), " of ", ToAbsl(DTypeName(view.dtype)), " needs ",
         nbytes, " bytes but data_offsets [", ubegin, ", ", uend, "] span ", uend - ubegin));
   }
   if (uend > buffer_size) {
@@ -376,7 +373,7 @@ absl::Status ConvertToF32(DType dtype, const std::byte* src, int64_t n, float* d
       return absl::OkStatus();
     default:
       return absl::InvalidArgumentError(
-          absl::StrCat("cannot convert dtype ", AsAbsl(DTypeName(dtype)), " to F32"));
+          absl::StrCat("cannot convert dtype ", ToAbsl(DTypeName(dtype)), " to F32"));
   }
 }
 

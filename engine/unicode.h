@@ -12,13 +12,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/absl_compat.h"
 
 namespace moe::unicode {
 
-// Debian's abseil keeps its own absl::string_view (not an alias of std::string_view).
-inline absl::string_view ToAbsl(std::string_view s) {
-  return absl::string_view(s.data(), s.size());
-}
+using ::moe::ToAbsl;
 
 inline constexpr std::string_view kReplacementChar = "\xEF\xBF\xBD";  // U+FFFD
 
