@@ -12,6 +12,15 @@
 #include "kernels/cpu/ops.h"
 
 namespace moe::kernels {
+namespace {
+
+// Experts with at most this many rows run one GEMV pair per row instead of two GEMMs:
+// OpenBLAS 0.3.21's sgemm packs the weight panel before it multiplies, which costs more
+// than reading the weights again for up to 4 rows (bench/RESULTS.md: at 8 rows the GEMVs
+// lose 40% on the OLMoE shape).
+constexpr int kMaxGemvRows = 4;
+
+}  // namespace
 
 absl::Status CanImplement(const GatingParams& p) {
   if (p.router_logits == nullptr || p.topk_ids == nullptr || p.topk_weights == nullptr) {
@@ -152,12 +161,16 @@ void ExpertFfn(const ExpertFfnParams& p) {
     float* gu = p.ws_gate_up + static_cast<size_t>(begin) * 2 * I;
     float* act = p.ws_act + static_cast<size_t>(begin) * I;
     float* y = p.y + static_cast<size_t>(begin) * H;
-    if (rows == 1) {
-      // One row: a GEMV reads each weight once without packing it (OpenBLAS 0.3.21's
-      // sgemm with M = 1 packs the weight panel first and is up to 2x slower).
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, p.w_gate_up[e], H, xs, 1, 0.f, gu, 1);
-      SiluMul(gu, 1, I, act);
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, H, I, 1.f, p.w_down[e], I, act, 1, 0.f, y, 1);
+    if (rows <= kMaxGemvRows) {
+      for (int r = 0; r < rows; ++r) {
+        float* gu_r = gu + static_cast<size_t>(r) * 2 * I;
+        float* act_r = act + static_cast<size_t>(r) * I;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, p.w_gate_up[e], H,
+                    xs + static_cast<size_t>(r) * H, 1, 0.f, gu_r, 1);
+        SiluMul(gu_r, 1, I, act_r);
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, H, I, 1.f, p.w_down[e], I, act_r, 1, 0.f,
+                    y + static_cast<size_t>(r) * H, 1);
+      }
       continue;
     }
     // gu[rows, 2I] = xs[rows, H] * W_gate_up[2I, H]^T

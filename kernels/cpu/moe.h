@@ -78,8 +78,8 @@ struct ExpertFfnParams {
 
 absl::Status CanImplement(const ExpertFfnParams& p);
 // For each expert with rows: gather its rows, one GEMM [rows, H] x [H, 2I], SwiGLU,
-// one GEMM [rows, I] x [I, H]; a GEMV pair when the expert has one row. BLAS (OpenBLAS),
-// fp32.
+// one GEMM [rows, I] x [I, H]; a GEMV pair per row for experts with at most 4 rows. BLAS
+// (OpenBLAS), fp32.
 void ExpertFfn(const ExpertFfnParams& p);
 
 struct CombineParams {
