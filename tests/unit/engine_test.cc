@@ -1,0 +1,302 @@
+// The serving engine on the default model: continuous batching gives the same greedy
+// tokens as running each prompt alone (engine/generator.h), with chunked prefill and
+// preemption; cancellations, aborts and deadlines free every KV block.
+#include "scheduler/engine.h"
+
+#include <chrono>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+namespace moe {
+namespace {
+
+using std::chrono::milliseconds;
+using testing::HasSubstr;
+
+struct Collected {
+  std::vector<int32_t> tokens;
+  std::string text;
+  StreamEvent finish;
+  bool errored = false;
+};
+
+Collected Drain(RequestStream& s) {
+  Collected c;
+  while (true) {
+    std::optional<StreamEvent> e = s.Next(milliseconds(60000));
+    if (!e) {
+      ADD_FAILURE() << "no event within 60 s for " << s.id();
+      return c;
+    }
+    if (e->kind == StreamEvent::Kind::kTokens) {
+      c.tokens.insert(c.tokens.end(), e->token_ids.begin(), e->token_ids.end());
+      c.text += e->text;
+    } else {
+      c.errored = e->kind == StreamEvent::Kind::kError;
+      c.finish = std::move(*e);
+      return c;
+    }
+  }
+}
+
+class EngineTest : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto lm = LoadModelDir(DefaultModelDir());
+    ASSERT_TRUE(lm.ok()) << lm.status();
+    reference_ = new LoadedModel(std::move(*lm));
+  }
+  static void TearDownTestSuite() {
+    delete reference_;
+    reference_ = nullptr;
+  }
+
+  std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}) {
+    auto lm = LoadModelDir(DefaultModelDir());
+    EXPECT_TRUE(lm.ok()) << lm.status();
+    auto engine = Engine::Create(std::move(*lm), options);
+    EXPECT_TRUE(engine.ok()) << engine.status();
+    return std::move(*engine);
+  }
+
+  std::vector<int32_t> Encode(const std::string& text) {
+    auto ids = reference_->tokenizer->Encode(text, true);
+    EXPECT_TRUE(ids.ok());
+    return *ids;
+  }
+
+  // Greedy tokens of `prompt` run alone through the batch generator.
+  std::vector<int32_t> Alone(const std::vector<int32_t>& prompt, int max_tokens) {
+    GenerationRequest r;
+    r.prompt = prompt;
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = 0.f;
+    r.ignore_eos = true;
+    auto out = Generate(*reference_->model, std::span(&r, 1));
+    EXPECT_TRUE(out.ok());
+    return (*out)[0].tokens;
+  }
+
+  static GenerateRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
+    GenerateRequest r;
+    r.prompt = std::move(prompt);
+    r.max_tokens = max_tokens;
+    r.sampling.temperature = 0.f;
+    r.ignore_eos = true;
+    return r;
+  }
+
+  static std::vector<std::string> Prompts(int n) {
+    const char* words[] = {"And",    "the", "LORD", "said", "unto", "Moses", "king", "of",
+                           "Israel", "in",  "the",  "day",  "when", "he",    "came", "forth"};
+    std::vector<std::string> out;
+    for (int i = 0; i < n; ++i) {
+      std::string p;
+      for (int w = 0; w <= i % 9; ++w) p += std::string(w ? " " : "") + words[(i * 7 + w * 3) % 16];
+      out.push_back(p);
+    }
+    return out;
+  }
+
+  static LoadedModel* reference_;
+};
+
+LoadedModel* EngineTest::reference_ = nullptr;
+
+TEST_F(EngineTest, StreamsTheSameTokensAndTextAsTheBatchGenerator) {
+  auto engine = MakeEngine();
+  const std::vector<int32_t> prompt = Encode("And the king said unto");
+  auto stream = engine->Submit(Greedy(prompt, 24));
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  Collected c = Drain(**stream);
+  EXPECT_EQ(c.tokens, Alone(prompt, 24));
+  EXPECT_EQ(c.text, reference_->tokenizer->Decode(c.tokens, true));
+  EXPECT_EQ(c.finish.reason, StopReason::kLength);
+  EXPECT_EQ(c.finish.usage.prompt_tokens, static_cast<int>(prompt.size()));
+  EXPECT_EQ(c.finish.usage.completion_tokens, 24);
+  EXPECT_GE(c.finish.ttft_seconds, c.finish.queue_seconds);
+}
+
+// 32 concurrent greedy requests, a small token budget so prefills are chunked and mixed
+// with decodes, and a KV pool too small for all of them at once so some are preempted
+// and recomputed: every output equals the prompt run alone, and no block is left.
+TEST_F(EngineTest, ConcurrentChunkedAndPreemptedRequestsMatchTheirAloneOutputs) {
+  EngineOptions options;
+  options.max_batched_tokens = 24;
+  options.max_seqs = 32;
+  const KvCacheShape one = reference_->model->KvShape(1);
+  options.kv_cache_bytes = 40 * one.BytesPerBlock();  // 32 requests need up to 64 blocks
+  auto engine = MakeEngine(options);
+  const std::vector<std::string> prompts = Prompts(32);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const std::string& p : prompts) {
+    auto s = engine->Submit(Greedy(Encode(p), 20));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    Collected c = Drain(*streams[i]);
+    EXPECT_EQ(c.tokens, Alone(Encode(prompts[i]), 20)) << "prompt " << i << ": " << prompts[i];
+  }
+  ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
+  const EngineStatus st = engine->Status();
+  EXPECT_GT(st.preemptions, 0) << "the pool was meant to force preemption";
+  EXPECT_EQ(st.kv_blocks_used, 0);
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(st.waiting, 0);
+}
+
+TEST_F(EngineTest, ThousandRandomCancellationsLeakNoBlock) {
+  EngineOptions options;
+  options.max_seqs = 48;
+  options.max_queued = 2000;
+  auto engine = MakeEngine(options);
+  std::mt19937 rng(5);
+  const std::vector<std::string> prompts = Prompts(16);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (int i = 0; i < 1000; ++i) {
+    GenerateRequest r = Greedy(Encode(prompts[i % 16]), 4 + rng() % 12);
+    auto s = engine->Submit(std::move(r));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+    // Cancel a random earlier request now and then, while the engine is stepping.
+    if (rng() % 2 == 0) streams[rng() % streams.size()]->Cancel();
+    if (i % 50 == 0) std::this_thread::sleep_for(milliseconds(1));
+  }
+  for (auto& s : streams) s->Cancel();
+  int aborted = 0;
+  for (auto& s : streams) {
+    Collected c = Drain(*s);
+    EXPECT_FALSE(c.errored);
+    aborted += c.finish.reason == StopReason::kAbort;
+  }
+  EXPECT_GT(aborted, 500);
+  ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
+  const EngineStatus st = engine->Status();
+  EXPECT_EQ(st.kv_blocks_used, 0);
+  EXPECT_EQ(st.running, 0);
+  EXPECT_EQ(st.waiting, 0);
+}
+
+TEST_F(EngineTest, StopStringsStopTokensAndEos) {
+  auto engine = MakeEngine();
+  const std::vector<int32_t> prompt = Encode("And the king said unto");
+  const std::vector<int32_t> alone = Alone(prompt, 24);
+  const std::string full = reference_->tokenizer->Decode(alone, true);  // " him, Go, and ..."
+  ASSERT_NE(full.find(", and"), std::string::npos) << full;
+
+  GenerateRequest r = Greedy(prompt, 24);
+  r.stop = {", and"};
+  Collected c = Drain(**engine->Submit(r));
+  EXPECT_EQ(c.finish.reason, StopReason::kStop);
+  EXPECT_EQ(c.finish.matched_stop, ", and");
+  EXPECT_EQ(c.text, full.substr(0, full.find(", and")));
+
+  r = Greedy(prompt, 24);
+  r.stop_token_ids = {alone[3]};
+  c = Drain(**engine->Submit(r));
+  EXPECT_EQ(c.finish.reason, StopReason::kStop);
+  const size_t stop_at = std::find(alone.begin(), alone.end(), alone[3]) - alone.begin();
+  EXPECT_EQ(c.tokens, std::vector<int32_t>(alone.begin(), alone.begin() + stop_at + 1));
+  EXPECT_EQ(c.finish.usage.completion_tokens, static_cast<int>(stop_at) + 1);
+
+  // EOS (id 0 in the default model) ends a request unless ignore_eos.
+  r = Greedy(Encode("Blessed are the meek"), 300);
+  r.ignore_eos = false;
+  r.sampling.temperature = 1.f;
+  r.sampling.seed = 7;
+  c = Drain(**engine->Submit(r));
+  if (c.finish.reason == StopReason::kStop) {
+    EXPECT_THAT(reference_->config.eos_token_ids, testing::Contains(c.tokens.back()));
+  } else {
+    EXPECT_EQ(c.finish.usage.completion_tokens, 300);
+  }
+}
+
+TEST_F(EngineTest, BadRequestsAreRefusedWithTheirField) {
+  EngineOptions options;
+  options.max_queued = 4;
+  auto engine = MakeEngine(options);
+  const int vocab = engine->config().vocab_size;
+  const int context = engine->config().max_position_embeddings;
+  auto code = [&](GenerateRequest r) { return engine->Submit(std::move(r)).status(); };
+
+  absl::Status s = code(Greedy({}, 4));
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("prompt is empty"));
+  s = code(Greedy({1, vocab}, 4));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("outside the vocabulary"));
+  s = code(Greedy({1, 2}, 0));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("max_tokens"));
+  s = code(Greedy({1, 2}, context));
+  EXPECT_THAT(std::string(s.message()), HasSubstr("exceeds the context"));
+  GenerateRequest bad = Greedy({1, 2}, 4);
+  bad.sampling.top_p = 0.f;
+  EXPECT_EQ(code(bad).code(), absl::StatusCode::kInvalidArgument);
+  bad = Greedy({1, 2}, 4);
+  bad.sampling.temperature = -1.f;
+  EXPECT_EQ(code(bad).code(), absl::StatusCode::kInvalidArgument);
+
+  // Duplicate live id.
+  GenerateRequest a = Greedy({1, 2, 3}, 200);
+  a.id = "same";
+  auto first = engine->Submit(a);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(code(a).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(engine->Abort("same"));
+  EXPECT_EQ(Drain(**first).finish.reason, StopReason::kAbort);
+  EXPECT_FALSE(engine->Abort("no-such-id"));
+
+  // Draining refuses new work; requests already in go on.
+  auto running = engine->Submit(Greedy({1, 2, 3}, 8));
+  ASSERT_TRUE(running.ok());
+  engine->Drain();
+  EXPECT_EQ(code(Greedy({1, 2}, 4)).code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(engine->Status().draining);
+  EXPECT_EQ(Drain(**running).finish.reason, StopReason::kLength);
+}
+
+TEST_F(EngineTest, QueueFullIsResourceExhausted) {
+  EngineOptions options;
+  options.max_queued = 2;
+  options.max_seqs = 1;
+  auto engine = MakeEngine(options);
+  std::vector<std::shared_ptr<RequestStream>> keep;
+  absl::Status last;
+  for (int i = 0; i < 20 && last.ok(); ++i) {
+    auto s = engine->Submit(Greedy({1, 2, 3}, 500));
+    last = s.status();
+    if (s.ok()) keep.push_back(*s);
+  }
+  EXPECT_EQ(last.code(), absl::StatusCode::kResourceExhausted);
+  for (auto& s : keep) s->Cancel();
+  for (auto& s : keep) Drain(*s);
+  EXPECT_TRUE(engine->Submit(Greedy({1, 2, 3}, 2)).ok()) << "the queue drained";
+}
+
+TEST_F(EngineTest, DeadlineInThePastAborts) {
+  auto engine = MakeEngine();
+  GenerateRequest r = Greedy({1, 2, 3}, 100);
+  r.deadline = std::chrono::steady_clock::now() - milliseconds(1);
+  Collected c = Drain(**engine->Submit(r));
+  EXPECT_EQ(c.finish.reason, StopReason::kAbort);
+  EXPECT_TRUE(engine->WaitIdle(milliseconds(5000)));
+  EXPECT_EQ(engine->Status().kv_blocks_used, 0);
+}
+
+TEST_F(EngineTest, DestroyingTheEngineAbortsLiveRequests) {
+  std::shared_ptr<RequestStream> s;
+  {
+    auto engine = MakeEngine();
+    s = *engine->Submit(Greedy({1, 2, 3}, 900));
+  }
+  EXPECT_EQ(Drain(*s).finish.reason, StopReason::kAbort);
+}
+
+}  // namespace
+}  // namespace moe
