@@ -95,6 +95,7 @@ struct Sequence {
   sched::StopStringMatcher stops;
   Clock::time_point submitted = Clock::now();
   std::optional<Clock::time_point> first_scheduled, first_token;
+  Clock::time_point last_token;
   bool running = false;  // in running_ (else in waiting_)
   bool finished = false;
 
@@ -107,7 +108,10 @@ struct Sequence {
 class EngineImpl final : public Engine {
  public:
   EngineImpl(LoadedModel model, const EngineOptions& options, std::unique_ptr<HostKvCache> kv)
-      : lm_(std::move(model)), options_(options), kv_(std::move(kv)) {
+      : lm_(std::move(model)),
+        options_(options),
+        observer_(options_.observer.get()),
+        kv_(std::move(kv)) {
     policy_.max_batched_tokens = options_.max_batched_tokens;
     policy_.max_seqs = options_.max_seqs;
     policy_.block_size = kv_->shape().block_size;
@@ -293,6 +297,7 @@ class EngineImpl final : public Engine {
       waiting_.push_front(std::move(*it));
       running_.erase(it);
       ++preemptions_;
+      if (observer_) observer_->OnPreemption();
       std::lock_guard<std::mutex> lock(mu_);
       ++queued_;
       --status_.running;
@@ -323,10 +328,12 @@ class EngineImpl final : public Engine {
       in_batch.push_back(seq);
     }
     ForwardOutput out;
+    const Clock::time_point step_start = Clock::now();
     absl::Status status = lm_.model->Forward(batch, *kv_, &out);
     ++steps_;
     if (!status.ok()) {
       for (Sequence* seq : in_batch) Fail(*seq, status);
+      if (observer_) observer_->OnError();
       EraseFinished();
       return;
     }
@@ -339,6 +346,16 @@ class EngineImpl final : public Engine {
       const int32_t token =
           seq.sampler.Sample(std::span<const float>(out.logits.data() + r * V, V));
       AddToken(seq, token);
+    }
+    if (observer_) {
+      EngineObserver::Step step;
+      step.seconds = Seconds(Clock::now() - step_start);
+      step.num_tokens = batch.num_tokens();
+      step.num_seqs = static_cast<int>(in_batch.size());
+      step.num_layers = lm_.config.num_layers;
+      step.num_experts = std::max(lm_.config.num_experts, 1);
+      step.expert_tokens = out.expert_tokens.data();
+      observer_->OnStep(step);
     }
     EraseFinished();
   }
@@ -353,7 +370,17 @@ class EngineImpl final : public Engine {
   // Appends a sampled token, streams its text and applies the stop conditions.
   void AddToken(Sequence& seq, int32_t token) {
     seq.tokens.push_back(token);
-    if (!seq.first_token) seq.first_token = Clock::now();
+    const Clock::time_point now = Clock::now();
+    if (!seq.first_token) {
+      seq.first_token = now;
+      if (observer_) {
+        observer_->OnFirstToken(Seconds(now - seq.submitted),
+                                Seconds(seq.first_scheduled.value_or(now) - seq.submitted));
+      }
+    } else if (observer_) {
+      observer_->OnInterToken(Seconds(now - seq.last_token));
+    }
+    seq.last_token = now;
     const auto& eos = lm_.config.eos_token_ids;
     const bool is_eos =
         !seq.req.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
@@ -404,6 +431,7 @@ class EngineImpl final : public Engine {
     e.usage.completion_tokens = seq.generated();
     if (seq.first_scheduled) e.queue_seconds = Seconds(*seq.first_scheduled - seq.submitted);
     if (seq.first_token) e.ttft_seconds = Seconds(*seq.first_token - seq.submitted);
+    if (observer_) observer_->OnFinish(reason, e.usage, Seconds(Clock::now() - seq.submitted));
     End(seq, std::move(e));
   }
 
@@ -447,6 +475,7 @@ class EngineImpl final : public Engine {
 
   LoadedModel lm_;
   const EngineOptions options_;
+  EngineObserver* const observer_;  // options_.observer, or nullptr
   std::unique_ptr<HostKvCache> kv_;
   sched::PolicyConfig policy_;
   int max_prompt_ = 0;

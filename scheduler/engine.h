@@ -76,13 +76,38 @@ class RequestStream {
   virtual void Cancel() = 0;
 };
 
+// Hooks for metrics (server/metrics.h implements them with Prometheus). Called on the
+// engine thread: they must be cheap and must not block or call back into the engine.
+class EngineObserver {
+ public:
+  virtual ~EngineObserver() = default;
+  struct Step {
+    double seconds = 0;  // the forward pass and sampling
+    int num_tokens = 0;  // tokens in the flat batch
+    int num_seqs = 0;
+    int num_layers = 0;
+    int num_experts = 0;
+    const int32_t* expert_tokens = nullptr;  // [num_layers, num_experts] tokens routed
+  };
+  virtual void OnStep(const Step& /*step*/) {}
+  // A request's first token: seconds since submit, and of those the time it waited.
+  virtual void OnFirstToken(double /*ttft_seconds*/, double /*queue_seconds*/) {}
+  // The time between two consecutive tokens of one request.
+  virtual void OnInterToken(double /*seconds*/) {}
+  // A request ended (not called for kError).
+  virtual void OnFinish(StopReason /*reason*/, const Usage& /*usage*/, double /*e2e_seconds*/) {}
+  virtual void OnPreemption() {}
+  virtual void OnError() {}
+};
+
 struct EngineOptions {
-  int max_batched_tokens = 512;          // token budget of one step
-  int max_seqs = 64;                     // running sequences at most
-  int64_t kv_cache_bytes = 256ll << 20;  // KV pool size (16-token blocks)
-  int max_queued = 1024;                 // waiting requests at most; more: RESOURCE_EXHAUSTED
-  int max_prompt_tokens = 0;             // 0: the model's context
-  int max_tokens = 0;                    // cap on a request's max_tokens; 0: the model's context
+  std::shared_ptr<EngineObserver> observer;  // optional
+  int max_batched_tokens = 512;              // token budget of one step
+  int max_seqs = 64;                         // running sequences at most
+  int64_t kv_cache_bytes = 256ll << 20;      // KV pool size (16-token blocks)
+  int max_queued = 1024;                     // waiting requests at most; more: RESOURCE_EXHAUSTED
+  int max_prompt_tokens = 0;                 // 0: the model's context
+  int max_tokens = 0;  // cap on a request's max_tokens; 0: the model's context
 };
 
 struct EngineStatus {

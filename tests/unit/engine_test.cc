@@ -289,6 +289,63 @@ TEST_F(EngineTest, DeadlineInThePastAborts) {
   EXPECT_EQ(engine->Status().kv_blocks_used, 0);
 }
 
+// Counts what the engine reports to its observer (the metrics' source).
+class CountingObserver : public EngineObserver {
+ public:
+  void OnStep(const Step& step) override {
+    ++steps;
+    step_tokens += step.num_tokens;
+    for (int l = 0; l < step.num_layers; ++l) {
+      int routed = 0;
+      for (int e = 0; e < step.num_experts; ++e)
+        routed += step.expert_tokens[l * step.num_experts + e];
+      routed_per_layer_ok &= routed == step.num_tokens * top_k;
+    }
+  }
+  void OnFirstToken(double ttft, double queue) override {
+    ++first_tokens;
+    ttft_ge_queue &= ttft >= queue;
+  }
+  void OnInterToken(double) override { ++inter_tokens; }
+  void OnFinish(StopReason, const Usage& usage, double) override {
+    ++finished;
+    prompt_tokens += usage.prompt_tokens;
+    completion_tokens += usage.completion_tokens;
+  }
+  int top_k = 0;
+  int steps = 0, first_tokens = 0, inter_tokens = 0, finished = 0;
+  int64_t step_tokens = 0, prompt_tokens = 0, completion_tokens = 0;
+  bool routed_per_layer_ok = true, ttft_ge_queue = true;
+};
+
+TEST_F(EngineTest, ObserverSeesEveryStepTokenAndRequest) {
+  auto observer = std::make_shared<CountingObserver>();
+  observer->top_k = reference_->config.top_k;
+  EngineOptions options;
+  options.observer = observer;
+  auto engine = MakeEngine(options);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  int prompt_total = 0;
+  for (const std::string& p : Prompts(6)) {
+    std::vector<int32_t> ids = Encode(p);
+    prompt_total += static_cast<int>(ids.size());
+    streams.push_back(*engine->Submit(Greedy(ids, 5)));
+  }
+  for (auto& s : streams) Drain(*s);
+  ASSERT_TRUE(engine->WaitIdle(milliseconds(5000)));
+  engine.reset();  // joins the engine thread: the observer is no longer written
+  EXPECT_EQ(observer->finished, 6);
+  EXPECT_EQ(observer->first_tokens, 6);
+  EXPECT_EQ(observer->inter_tokens, 6 * 4);
+  EXPECT_EQ(observer->prompt_tokens, prompt_total);
+  EXPECT_EQ(observer->completion_tokens, 30);
+  // Every prompt token once, and every generated token but the last of each request.
+  EXPECT_EQ(observer->step_tokens, prompt_total + 6 * 4);
+  EXPECT_GT(observer->steps, 0);
+  EXPECT_TRUE(observer->routed_per_layer_ok) << "expert counts do not add up to T*K per layer";
+  EXPECT_TRUE(observer->ttft_ge_queue);
+}
+
 TEST_F(EngineTest, DestroyingTheEngineAbortsLiveRequests) {
   std::shared_ptr<RequestStream> s;
   {
