@@ -17,3 +17,10 @@ endif()
 if(MOE_BUILD_BENCH)
   find_package(benchmark CONFIG REQUIRED)
 endif()
+# The serving front ends (proto/, server/, tests/integration): Protobuf and gRPC (with
+# health checking and reflection), cpp-httplib for HTTP, prometheus-cpp for /metrics.
+find_package(Protobuf REQUIRED)
+find_package(gRPC CONFIG REQUIRED)
+find_package(prometheus-cpp CONFIG REQUIRED)
+# Debian's cpp-httplib is a compiled library configured through pkg-config.
+pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib)

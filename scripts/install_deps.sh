@@ -11,6 +11,12 @@ PACKAGES=(
   libopenblas-dev      # CPU GEMMs
   nlohmann-json3-dev   # config.json, tokenizer.json, safetensors headers
   libcli11-dev         # command-line parsing
+  # gRPC front end: protoc and grpc_cpp_plugin generate proto/'s C++; libgrpc++-dev
+  # brings gRPC (with health checking and server reflection) and its CMake config.
+  protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
+  libcpp-httplib-dev   # the OpenAI-compatible HTTP front end
+  prometheus-cpp-dev   # /metrics
+  prometheus           # promtool, which the e2e tests run on a live /metrics scrape
   libgtest-dev libgmock-dev  # tests
   libbenchmark-dev     # bench/
 )

@@ -1,0 +1,75 @@
+#include "server/http_frontend.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "engine/absl_compat.h"
+
+namespace moe::server {
+namespace {
+
+class HttpFrontend : public Frontend {
+ public:
+  HttpFrontend(Engine& engine, HttpOptions options) : service_(engine, std::move(options)) {
+    service_.Register(server_);
+  }
+  ~HttpFrontend() override { Shutdown(std::chrono::milliseconds(0)); }
+
+  absl::Status Start(const std::string& host, int port) {
+    port_ = port == 0 ? server_.bind_to_any_port(host) : port;
+    if (port_ < 0 || (port != 0 && !server_.bind_to_port(host, port))) {
+      return absl::UnavailableError(
+          absl::StrCat("cannot bind the HTTP port ", port, " on ", ToAbsl(host)));
+    }
+    thread_ = std::thread([this] {
+      server_.listen_after_bind();
+      listen_returned_ = true;
+    });
+    // httplib's stop() does nothing before the listen loop runs, so a Shutdown right
+    // after Start would leave the thread listening forever.
+    while (!server_.is_running() && !listen_returned_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+  void SetServing(bool serving) override { service_.SetServing(serving); }
+
+  void Shutdown(std::chrono::milliseconds grace) override {
+    if (!thread_.joinable()) return;
+    service_.SetServing(false);
+    // Requests in progress get `grace` to finish; the rest are cut (their engine
+    // requests cancelled by the service).
+    const auto end = std::chrono::steady_clock::now() + grace;
+    while (service_.in_flight() > 0 && std::chrono::steady_clock::now() < end) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    server_.stop();
+    thread_.join();
+  }
+
+ private:
+  HttpService service_;
+  httplib::Server server_;
+  int port_ = -1;
+  std::atomic<bool> listen_returned_{false};
+  std::thread thread_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Frontend>> StartHttpFrontend(const FrontendOptions& options,
+                                                            HttpOptions http_options) {
+  if (options.engine == nullptr) return absl::InvalidArgumentError("StartHttpFrontend: no engine");
+  auto frontend = std::make_unique<HttpFrontend>(*options.engine, std::move(http_options));
+  absl::Status started = frontend->Start(options.host, options.port);
+  if (!started.ok()) return started;
+  return frontend;
+}
+
+}  // namespace moe::server

@@ -1,0 +1,34 @@
+// Prometheus metrics (prefix moe_) through prometheus-cpp: the engine reports through
+// EngineObserver on its thread; gauges of the engine's state are refreshed at scrape.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "scheduler/engine.h"
+
+namespace moe::server {
+
+class Metrics final : public EngineObserver {
+ public:
+  Metrics();
+  ~Metrics() override;
+
+  // The Prometheus text exposition format (version 0.0.4) of every metric, with the
+  // gauges taken from `status` first. Thread-safe.
+  std::string Scrape(const EngineStatus& status);
+
+  // EngineObserver
+  void OnStep(const Step& step) override;
+  void OnFirstToken(double ttft_seconds, double queue_seconds) override;
+  void OnInterToken(double seconds) override;
+  void OnFinish(StopReason reason, const Usage& usage, double e2e_seconds) override;
+  void OnPreemption() override;
+  void OnError() override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace moe::server

@@ -1,0 +1,214 @@
+// moe-server: loads a Hugging Face MoE checkpoint, runs the serving engine and serves it
+// over gRPC (moe.v1.Serving, grpc.health.v1, reflection). Prints one line
+// "moe-server: grpc listening on HOST:PORT" on stdout once it serves (tests parse it).
+// SIGTERM or SIGINT: stop admitting, report NOT_SERVING, let running requests finish
+// within --drain-seconds, shut down, exit 0. A second signal skips the grace period.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/generator.h"
+#include "scheduler/engine.h"
+#include "server/frontend.h"
+#include "server/grpc_service.h"
+#include "server/http_frontend.h"
+#include "server/metrics.h"
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// Self-pipe: the handler only writes the signal number; the main thread reads it.
+int g_signal_pipe[2] = {-1, -1};
+
+void OnSignal(int signo) {
+  const int saved_errno = errno;
+  const char byte = static_cast<char>(signo);
+  [[maybe_unused]] ssize_t n = write(g_signal_pipe[1], &byte, 1);
+  errno = saved_errno;
+}
+
+bool InstallSignalHandlers() {
+  if (pipe(g_signal_pipe) != 0) return false;
+  for (int fd : g_signal_pipe) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  fcntl(g_signal_pipe[1], F_SETFL, O_NONBLOCK);
+  struct sigaction action = {};
+  action.sa_handler = OnSignal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  return sigaction(SIGTERM, &action, nullptr) == 0 && sigaction(SIGINT, &action, nullptr) == 0;
+}
+
+// Blocks up to `timeout` (forever if negative) for a signal; its number, or 0.
+int WaitForSignal(milliseconds timeout) {
+  pollfd pfd = {g_signal_pipe[0], POLLIN, 0};
+  int ready;
+  do {  // the handler itself interrupts poll (EINTR); the byte it wrote is read below
+    ready = poll(&pfd, 1, timeout.count() < 0 ? -1 : static_cast<int>(timeout.count()));
+  } while (ready < 0 && errno == EINTR);
+  if (ready <= 0) return 0;  // timeout
+  char byte = 0;
+  return read(g_signal_pipe[0], &byte, 1) == 1 ? byte : 0;
+}
+
+std::string HostPort(const std::string& host, int port) {
+  return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
+                                             : host + ":" + std::to_string(port);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe-server: serve a Mixture-of-Experts model over gRPC and OpenAI-compatible HTTP"};
+  std::string model_dir;
+  std::string host = "127.0.0.1";
+  int grpc_port = 50051;
+  int http_port = 8000;
+  std::string served_model_name;
+  size_t max_body_bytes = 1 << 20;
+  double drain_seconds = 30;
+  moe::EngineOptions engine_options;
+  app.add_option("--model", model_dir,
+                 "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); "
+                 "default: the bundled default model");
+  app.add_option("--host", host, "Address to listen on")->capture_default_str();
+  app.add_option("--grpc-port", grpc_port, "gRPC port; 0 picks a free one")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  app.add_option("--http-port", http_port,
+                 "HTTP (OpenAI-compatible) port; 0 picks a free one, -1 serves no HTTP")
+      ->capture_default_str()
+      ->check(CLI::Range(-1, 65535));
+  app.add_option("--served-model-name", served_model_name,
+                 "The model name HTTP requests must use; default: the model directory's name");
+  app.add_option("--max-body-bytes", max_body_bytes,
+                 "Largest HTTP request body; larger ones get 413")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-batched-tokens", engine_options.max_batched_tokens,
+                 "Token budget of one engine step")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-seqs", engine_options.max_seqs, "Running sequences at most")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--kv-cache-bytes", engine_options.kv_cache_bytes, "KV cache pool size in bytes")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-queued", engine_options.max_queued,
+                 "Waiting requests at most; more are refused with RESOURCE_EXHAUSTED")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--max-prompt-tokens", engine_options.max_prompt_tokens,
+                 "Longest prompt accepted; 0: the model's context")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--max-tokens", engine_options.max_tokens,
+                 "Largest max_tokens a request may ask for; 0: the model's context")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--drain-seconds", drain_seconds,
+                 "On SIGTERM, how long running requests may take to finish")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  if (!InstallSignalHandlers()) {
+    std::cerr << "moe-server: cannot install the SIGTERM/SIGINT handlers\n";
+    return 1;
+  }
+  if (model_dir.empty()) model_dir = moe::DefaultModelDir();
+  const auto load_start = std::chrono::steady_clock::now();
+  absl::StatusOr<moe::LoadedModel> loaded = moe::LoadModelDir(model_dir);
+  if (!loaded.ok()) {
+    std::cerr << "moe-server: " << loaded.status().message() << "\n";
+    return 1;
+  }
+  const std::string architecture = loaded->config.architecture;
+  auto metrics = std::make_shared<moe::server::Metrics>();
+  engine_options.observer = metrics;
+  absl::StatusOr<std::unique_ptr<moe::Engine>> engine =
+      moe::Engine::Create(*std::move(loaded), engine_options);
+  if (!engine.ok()) {
+    std::cerr << "moe-server: " << engine.status().message() << "\n";
+    return 1;
+  }
+  std::cerr << "moe-server: loaded " << model_dir << " (" << architecture << ") in "
+            << std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count()
+            << " s\n";
+
+  moe::server::GrpcServerOptions grpc_options;
+  grpc_options.host = host;
+  grpc_options.port = grpc_port;
+  absl::StatusOr<std::unique_ptr<moe::server::GrpcServer>> grpc_server =
+      moe::server::GrpcServer::Start(engine->get(), grpc_options);
+  if (!grpc_server.ok()) {
+    std::cerr << "moe-server: " << grpc_server.status().message() << "\n";
+    return 1;
+  }
+  std::cout << "moe-server: grpc listening on " << HostPort(host, (*grpc_server)->port())
+            << std::endl;
+
+  std::unique_ptr<moe::server::Frontend> http;
+  if (http_port >= 0) {
+    moe::server::HttpOptions http_options;
+    http_options.served_model_name = served_model_name;
+    http_options.max_body_bytes = max_body_bytes;
+    http_options.max_tokens_limit = engine_options.max_tokens;
+    moe::Engine* engine_ptr = engine->get();
+    http_options.metrics_text = [metrics, engine_ptr] {
+      return metrics->Scrape(engine_ptr->Status());
+    };
+    absl::StatusOr<std::unique_ptr<moe::server::Frontend>> started =
+        moe::server::StartHttpFrontend({engine_ptr, host, http_port}, std::move(http_options));
+    if (!started.ok()) {
+      std::cerr << "moe-server: " << started.status().message() << "\n";
+      return 1;
+    }
+    http = *std::move(started);
+    std::cout << "moe-server: http listening on " << HostPort(host, http->port()) << std::endl;
+  }
+
+  const int signo = WaitForSignal(milliseconds(-1));
+  std::cerr << "moe-server: signal " << signo << ", draining (grace " << drain_seconds << " s)\n";
+  (*engine)->Drain();
+  (*grpc_server)->SetServing(false);
+  if (http) http->SetServing(false);
+
+  // Wait for the live requests; a second signal cuts the grace period short.
+  const auto grace_end = std::chrono::steady_clock::now() +
+                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                             std::chrono::duration<double>(drain_seconds));
+  bool idle = false;
+  while (!(idle = (*engine)->WaitIdle(milliseconds(50)))) {
+    if (std::chrono::steady_clock::now() >= grace_end) break;
+    if (WaitForSignal(milliseconds(0)) != 0) {
+      std::cerr << "moe-server: second signal, not waiting any longer\n";
+      break;
+    }
+  }
+  const moe::EngineStatus status = (*engine)->Status();
+  if (!idle) {
+    std::cerr << "moe-server: aborting " << status.running + status.waiting
+              << " requests still live\n";
+  }
+  // The last messages of finished streams are flushed within this grace; calls left
+  // (e.g. requests still running) are cancelled.
+  (*grpc_server)->Shutdown(milliseconds(idle ? 2000 : 0));
+  if (http) http->Shutdown(milliseconds(idle ? 2000 : 0));
+  grpc_server->reset();
+  http.reset();
+  engine->reset();  // ends any request still live with kAbort
+  std::cerr << "moe-server: stopped\n";
+  return 0;
+}

@@ -1,0 +1,564 @@
+// End-to-end tests of moe-server over gRPC (label e2e): the real binary on 127.0.0.1 with
+// an ephemeral port and the default model (models/default: Qwen3-MoE, vocab 4096,
+// context 1024). Every RPC has a deadline so a hung server fails the test instead of
+// hanging it.
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <latch>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <google/protobuf/descriptor.pb.h>
+
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "moe/v1/serving.grpc.pb.h"
+#include "tests/integration/server_process.h"
+
+namespace moe {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using testing::ServerProcess;
+using HealthStatus = grpc::health::v1::HealthCheckResponse;
+
+constexpr int kVocab = 4096;
+constexpr int kContext = 1024;
+constexpr auto kRpcDeadline = seconds(30);
+
+void SetDeadline(grpc::ClientContext* context, milliseconds timeout = kRpcDeadline) {
+  context->set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+// Everything one Generate call returned.
+struct GenerateResult {
+  grpc::Status status;
+  std::vector<int32_t> ids;
+  std::string text;
+  std::string request_id;
+  int messages = 0;
+  int finish_messages = 0;
+  v1::Finish finish;
+};
+
+v1::GenerateRequest GreedyRequest(const std::string& prompt, int max_tokens) {
+  v1::GenerateRequest request;
+  request.set_text(prompt);
+  request.set_max_tokens(max_tokens);
+  request.set_temperature(0.f);
+  request.set_ignore_eos(true);
+  return request;
+}
+
+GenerateResult Collect(grpc::ClientReader<v1::GenerateResponse>& reader) {
+  GenerateResult result;
+  v1::GenerateResponse response;
+  while (reader.Read(&response)) {
+    ++result.messages;
+    result.ids.insert(result.ids.end(), response.token_ids().begin(), response.token_ids().end());
+    result.text += response.text();
+    result.request_id = response.request_id();
+    if (response.has_finish()) {
+      ++result.finish_messages;
+      result.finish = response.finish();
+    }
+  }
+  result.status = reader.Finish();
+  return result;
+}
+
+class GrpcServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = ServerProcess::Start(MOE_SERVER_BINARY);
+    ASSERT_NE(server_, nullptr);
+    channel_ = grpc::CreateChannel(server_->grpc_address(), grpc::InsecureChannelCredentials());
+    ASSERT_TRUE(channel_->WaitForConnected(std::chrono::system_clock::now() + seconds(10)));
+    stub_ = v1::Serving::NewStub(channel_);
+    health_ = grpc::health::v1::Health::NewStub(channel_);
+  }
+
+  GenerateResult Generate(const v1::GenerateRequest& request) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto reader = stub_->Generate(&context, request);
+    return Collect(*reader);
+  }
+
+  v1::GetServerStatusResponse ServerStatus() {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    v1::GetServerStatusResponse response;
+    EXPECT_TRUE(stub_->GetServerStatus(&context, {}, &response).ok());
+    return response;
+  }
+
+  // Polls GetServerStatus until no request is running or waiting (up to 10 s).
+  bool WaitForNoRequests() {
+    const auto end = std::chrono::steady_clock::now() + seconds(10);
+    while (std::chrono::steady_clock::now() < end) {
+      const v1::GetServerStatusResponse s = ServerStatus();
+      if (s.running() == 0 && s.waiting() == 0 && s.kv_blocks_used() == 0) return true;
+      std::this_thread::sleep_for(milliseconds(20));
+    }
+    return false;
+  }
+
+  grpc::Status HealthCheck(const std::string& service, HealthStatus* response) {
+    grpc::ClientContext context;
+    SetDeadline(&context, seconds(5));
+    grpc::health::v1::HealthCheckRequest request;
+    request.set_service(service);
+    return health_->Check(&context, request, response);
+  }
+
+  std::unique_ptr<ServerProcess> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Serving::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+TEST_F(GrpcServerTest, GreedyGenerateStreamsTextAndAFinalMessageWithUsage) {
+  grpc::ClientContext tokenize_context;
+  SetDeadline(&tokenize_context);
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text("Once upon a time");
+  v1::TokenizeResponse tokens;
+  ASSERT_TRUE(stub_->Tokenize(&tokenize_context, tokenize, &tokens).ok());
+  ASSERT_GT(tokens.token_ids_size(), 0);
+
+  const GenerateResult r = Generate(GreedyRequest("Once upon a time", 16));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_GE(r.messages, 2);  // tokens stream before the final message
+  EXPECT_EQ(r.finish_messages, 1);
+  EXPECT_EQ(r.finish.reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(r.ids.size(), 16u);
+  EXPECT_EQ(r.finish.usage().completion_tokens(), 16);
+  EXPECT_EQ(r.finish.usage().prompt_tokens(), tokens.token_ids_size());
+  EXPECT_FALSE(r.text.empty());
+  EXPECT_FALSE(r.request_id.empty());
+  EXPECT_GE(r.finish.queue_seconds(), 0);
+  EXPECT_GE(r.finish.ttft_seconds(), r.finish.queue_seconds());
+  EXPECT_LT(r.finish.ttft_seconds(), 30);
+  for (int32_t id : r.ids) EXPECT_TRUE(id >= 0 && id < kVocab) << id;
+
+  // The same prompt as token ids gives the same greedy continuation.
+  v1::GenerateRequest by_ids = GreedyRequest("", 16);
+  by_ids.mutable_token_ids()->mutable_ids()->Assign(tokens.token_ids().begin(),
+                                                    tokens.token_ids().end());
+  const GenerateResult r2 = Generate(by_ids);
+  ASSERT_TRUE(r2.status.ok()) << r2.status.error_message();
+  EXPECT_EQ(r2.ids, r.ids);
+  EXPECT_EQ(r2.text, r.text);
+}
+
+TEST_F(GrpcServerTest, StopStringEndsTheTextBeforeTheMatch) {
+  const GenerateResult full = Generate(GreedyRequest("The meaning of life is", 24));
+  ASSERT_TRUE(full.status.ok()) << full.status.error_message();
+  // A stop string from the middle of the greedy text.
+  const size_t half = full.text.size() / 2;
+  ASSERT_GE(full.text.size(), 6u);
+  const std::string stop = full.text.substr(half, 2);
+  const size_t first = full.text.find(stop);
+  v1::GenerateRequest request = GreedyRequest("The meaning of life is", 24);
+  request.add_stop(stop);
+  const GenerateResult r = Generate(request);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.finish.reason(), v1::FINISH_REASON_STOP);
+  EXPECT_EQ(r.finish.matched_stop(), stop);
+  EXPECT_EQ(r.text, full.text.substr(0, first));
+  EXPECT_LT(r.finish.usage().completion_tokens(), 24);
+}
+
+TEST_F(GrpcServerTest, ModelInfoDescribesTheDefaultModel) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::GetModelInfoResponse info;
+  ASSERT_TRUE(stub_->GetModelInfo(&context, {}, &info).ok());
+  EXPECT_EQ(info.model_name(), "default");
+  EXPECT_EQ(info.architecture(), "Qwen3MoeForCausalLM");
+  EXPECT_EQ(info.vocab_size(), kVocab);
+  EXPECT_EQ(info.context_length(), kContext);
+  EXPECT_EQ(info.num_experts(), 8);
+  EXPECT_EQ(info.num_experts_per_token(), 2);
+  EXPECT_EQ(info.num_layers(), 4);
+}
+
+TEST_F(GrpcServerTest, TokenizeReturnsIdsAndPieces) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::TokenizeRequest request;
+  request.set_text("Hello world, hello moe");
+  request.set_return_pieces(true);
+  v1::TokenizeResponse response;
+  ASSERT_TRUE(stub_->Tokenize(&context, request, &response).ok());
+  ASSERT_GT(response.token_ids_size(), 1);
+  ASSERT_EQ(response.pieces_size(), response.token_ids_size());
+  for (const std::string& piece : response.pieces()) EXPECT_FALSE(piece.empty());
+}
+
+TEST_F(GrpcServerTest, HealthIsServing) {
+  HealthStatus response;
+  ASSERT_TRUE(HealthCheck("", &response).ok());
+  EXPECT_EQ(response.status(), HealthStatus::SERVING);
+  ASSERT_TRUE(HealthCheck("moe.v1.Serving", &response).ok());
+  EXPECT_EQ(response.status(), HealthStatus::SERVING);
+  EXPECT_EQ(HealthCheck("no.such.Service", &response).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(GrpcServerTest, ReflectionListsAndDescribesTheServices) {
+  namespace reflection = grpc::reflection::v1alpha;
+  auto stub = reflection::ServerReflection::NewStub(channel_);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto stream = stub->ServerReflectionInfo(&context);
+  reflection::ServerReflectionRequest request;
+  reflection::ServerReflectionResponse response;
+
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  std::vector<std::string> services;
+  for (const auto& s : response.list_services_response().service()) services.push_back(s.name());
+  EXPECT_THAT(services, ::testing::IsSupersetOf({"moe.v1.Serving", "grpc.health.v1.Health"}));
+
+  for (const std::string symbol : {"moe.v1.Serving", "grpc.health.v1.Health"}) {
+    SCOPED_TRACE(symbol);
+    request.set_file_containing_symbol(symbol);
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(stream->Read(&response));
+    ASSERT_TRUE(response.has_file_descriptor_response())
+        << response.error_response().error_message();
+    bool found = false;
+    for (const std::string& bytes : response.file_descriptor_response().file_descriptor_proto()) {
+      google::protobuf::FileDescriptorProto file;
+      ASSERT_TRUE(file.ParseFromString(bytes));
+      for (const auto& service : file.service()) {
+        found |= file.package() + "." + service.name() == symbol;
+      }
+    }
+    EXPECT_TRUE(found);
+  }
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(GrpcServerTest, SixtyFourConcurrentStreamsComplete) {
+  constexpr int kStreams = 64;
+  std::vector<v1::GenerateRequest> requests(kStreams);
+  for (int i = 0; i < kStreams; ++i) {
+    v1::GenerateRequest& request = requests[i];
+    request.set_request_id("stream-" + std::to_string(i));
+    // Half token-id prompts of known length, half text; half greedy, half sampled.
+    if (i % 2 == 0) {
+      for (int j = 0; j <= i % 7; ++j) request.mutable_token_ids()->add_ids(100 + 37 * i + j);
+    } else {
+      request.set_text("Request number " + std::to_string(i) + " says");
+    }
+    request.set_max_tokens(8 + (i % 8) * 4);
+    request.set_ignore_eos(true);
+    if (i % 4 < 2) {
+      request.set_temperature(0.f);
+    } else {
+      request.set_temperature(0.8f);
+      request.set_top_p(0.9f);
+      request.set_seed(i);
+    }
+  }
+  std::vector<GenerateResult> results(kStreams);
+  std::latch start(kStreams);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kStreams; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      results[i] = Generate(requests[i]);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    SCOPED_TRACE("stream " + std::to_string(i));
+    const GenerateResult& r = results[i];
+    ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+    EXPECT_EQ(r.request_id, requests[i].request_id());
+    EXPECT_EQ(r.finish_messages, 1);
+    EXPECT_EQ(r.finish.reason(), v1::FINISH_REASON_LENGTH);
+    EXPECT_EQ(static_cast<int>(r.ids.size()), requests[i].max_tokens());
+    EXPECT_EQ(r.finish.usage().completion_tokens(), requests[i].max_tokens());
+    if (i % 2 == 0) {
+      EXPECT_EQ(r.finish.usage().prompt_tokens(), i % 7 + 1);
+    }
+  }
+  EXPECT_TRUE(WaitForNoRequests());
+}
+
+TEST_F(GrpcServerTest, GreedyOutputIsTheSameAloneAndWithThirtyOneOthers) {
+  const v1::GenerateRequest target = GreedyRequest("In a quiet village by the sea", 32);
+  const GenerateResult alone = Generate(target);
+  ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
+  ASSERT_EQ(alone.ids.size(), 32u);
+
+  constexpr int kOthers = 31;
+  std::vector<GenerateResult> results(kOthers + 1);
+  std::latch start(kOthers + 1);
+  std::vector<std::thread> threads;
+  for (int i = 0; i <= kOthers; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest request = target;
+      if (i > 0) {
+        // Prompts of different lengths, so prefill chunks and decodes share steps.
+        std::string prompt = "Other prompt " + std::to_string(i);
+        for (int j = 0; j < i % 5; ++j) prompt += " with more words in it";
+        request = GreedyRequest(prompt, 48);
+        if (i % 2 == 1) {
+          request.set_temperature(1.f);
+          request.set_seed(1000 + i);
+        }
+      }
+      start.arrive_and_wait();
+      results[i] = Generate(request);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const GenerateResult& r : results) ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(results[0].ids, alone.ids);
+  EXPECT_EQ(results[0].text, alone.text);
+}
+
+TEST_F(GrpcServerTest, ClientCancellationFreesTheRequest) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto reader = stub_->Generate(&context, GreedyRequest("Cancel me", kContext - 16));
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_GE(ServerStatus().running() + ServerStatus().waiting(), 1);
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitForNoRequests());
+  // The server goes on serving.
+  const GenerateResult next = Generate(GreedyRequest("Next", 4));
+  EXPECT_TRUE(next.status.ok()) << next.status.error_message();
+}
+
+TEST_F(GrpcServerTest, DeadlineEndsTheRequest) {
+  grpc::ClientContext context;
+  SetDeadline(&context, milliseconds(300));
+  auto reader = stub_->Generate(&context, GreedyRequest("Too slow", kContext - 16));
+  const GenerateResult r = Collect(*reader);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(WaitForNoRequests());
+}
+
+TEST_F(GrpcServerTest, AbortByIdEndsTheStreamWithAbort) {
+  v1::GenerateRequest request = GreedyRequest("Abort me", kContext - 16);
+  request.set_request_id("abort-me");
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto reader = stub_->Generate(&context, request);
+  v1::GenerateResponse first;
+  ASSERT_TRUE(reader->Read(&first));
+  EXPECT_EQ(first.request_id(), "abort-me");
+
+  // The id is live: a second request with it is refused.
+  const GenerateResult duplicate = Generate(request);
+  EXPECT_EQ(duplicate.status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+
+  {
+    grpc::ClientContext abort_context;
+    SetDeadline(&abort_context);
+    v1::AbortRequest abort;
+    abort.set_request_id("abort-me");
+    v1::AbortResponse abort_response;
+    const grpc::Status s = stub_->Abort(&abort_context, abort, &abort_response);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+  }
+  GenerateResult rest = Collect(*reader);
+  ASSERT_TRUE(rest.status.ok()) << rest.status.error_message();
+  EXPECT_EQ(rest.finish_messages, 1);
+  EXPECT_EQ(rest.finish.reason(), v1::FINISH_REASON_ABORT);
+  EXPECT_LT(rest.finish.usage().completion_tokens(), kContext - 16);
+  EXPECT_TRUE(WaitForNoRequests());
+
+  grpc::ClientContext unknown_context;
+  SetDeadline(&unknown_context);
+  v1::AbortRequest unknown;
+  unknown.set_request_id("abort-me");  // ended: no longer live
+  v1::AbortResponse unknown_response;
+  EXPECT_EQ(stub_->Abort(&unknown_context, unknown, &unknown_response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(GrpcServerTest, EveryBadInputIsRefusedAndTheServerKeepsServing) {
+  struct Case {
+    std::string name;
+    v1::GenerateRequest request;
+    grpc::StatusCode code;
+  };
+  auto greedy = [] { return GreedyRequest("Hello", 4); };
+  std::vector<Case> cases;
+  auto add = [&](std::string name, v1::GenerateRequest request,
+                 grpc::StatusCode code = grpc::StatusCode::INVALID_ARGUMENT) {
+    cases.push_back({std::move(name), std::move(request), code});
+  };
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_text("");
+    add("empty prompt text", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.clear_prompt();
+    add("no prompt", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.mutable_token_ids();
+    add("empty token_ids", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.mutable_token_ids()->add_ids(1);
+    r.mutable_token_ids()->add_ids(kVocab);
+    add("token id == vocab size", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.mutable_token_ids()->add_ids(-1);
+    add("negative token id", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_text("caf\xc3 \xff\xfe invalid");
+    add("invalid UTF-8 text", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_temperature(-0.5f);
+    add("temperature < 0", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_top_p(0.f);
+    add("top_p 0", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_top_p(1.5f);
+    add("top_p 1.5", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_top_k(-1);
+    add("top_k < 0", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_max_tokens(0);
+    add("max_tokens 0", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_max_tokens(-3);
+    add("max_tokens < 0", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.set_max_tokens(kContext + 1);
+    add("max_tokens past the context", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    for (int i = 0; i < kContext - 8; ++i) r.mutable_token_ids()->add_ids(100 + i % 50);
+    r.set_max_tokens(16);
+    add("prompt + max_tokens past the context", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    for (int i = 0; i < kContext + 10; ++i) r.mutable_token_ids()->add_ids(100 + i % 50);
+    add("prompt longer than the context", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.add_stop("");
+    add("empty stop string", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.add_stop_token_ids(kVocab + 5);
+    add("stop token id outside the vocabulary", r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.mutable_self_contrast()->set_alpha(0.1f);
+    add("self_contrast", r, grpc::StatusCode::UNIMPLEMENTED);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.mutable_self_contrast();  // present even with no field set
+    add("empty self_contrast", r, grpc::StatusCode::UNIMPLEMENTED);
+  }
+
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const GenerateResult bad = Generate(c.request);
+    EXPECT_EQ(bad.status.error_code(), c.code) << bad.status.error_message();
+    EXPECT_FALSE(bad.status.error_message().empty());
+    EXPECT_EQ(bad.messages, 0);
+    const GenerateResult good = Generate(GreedyRequest("Still serving?", 3));
+    ASSERT_TRUE(good.status.ok()) << good.status.error_message();
+    EXPECT_EQ(good.ids.size(), 3u);
+  }
+
+  // Tokenize refuses invalid UTF-8 too.
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::TokenizeRequest tokenize;
+  tokenize.set_text("\xff\xfe");
+  v1::TokenizeResponse tokens;
+  EXPECT_EQ(stub_->Tokenize(&context, tokenize, &tokens).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(WaitForNoRequests());
+}
+
+TEST_F(GrpcServerTest, SigtermLetsTheRunningRequestFinishAndExitsZero) {
+  const int kMaxTokens = kContext - 16;
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto reader = stub_->Generate(&context, GreedyRequest("Drain", kMaxTokens));
+  v1::GenerateResponse first;
+  ASSERT_TRUE(reader->Read(&first));
+  ASSERT_EQ(kill(server_->pid(), SIGTERM), 0);
+
+  // Draining: health turns NOT_SERVING and new requests are refused with UNAVAILABLE,
+  // while the running request goes on.
+  HealthStatus health;
+  const auto end = std::chrono::steady_clock::now() + seconds(10);
+  while (std::chrono::steady_clock::now() < end) {
+    ASSERT_TRUE(HealthCheck("moe.v1.Serving", &health).ok());
+    if (health.status() == HealthStatus::NOT_SERVING) break;
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_EQ(health.status(), HealthStatus::NOT_SERVING);
+  ASSERT_TRUE(HealthCheck("", &health).ok());
+  EXPECT_EQ(health.status(), HealthStatus::NOT_SERVING);
+  EXPECT_EQ(Generate(GreedyRequest("Too late", 2)).status.error_code(),
+            grpc::StatusCode::UNAVAILABLE);
+
+  GenerateResult rest = Collect(*reader);
+  ASSERT_TRUE(rest.status.ok()) << rest.status.error_message();
+  EXPECT_EQ(rest.finish.reason(), v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(rest.finish.usage().completion_tokens(), kMaxTokens);
+  EXPECT_EQ(static_cast<int>(rest.ids.size()) + first.token_ids_size(), kMaxTokens);
+  EXPECT_EQ(server_->Stop(seconds(20)), 0);
+}
+
+}  // namespace
+}  // namespace moe

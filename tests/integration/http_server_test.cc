@@ -1,0 +1,78 @@
+// The real moe-server over HTTP: an OpenAI completion, then a /metrics scrape whose
+// counts match the request and which promtool accepts.
+#include <httplib.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/integration/server_process.h"
+
+namespace moe::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+class HttpServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    server_ = ServerProcess::Start(MOE_SERVER_BINARY);
+    ASSERT_NE(server_, nullptr);
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", server_->http_port());
+    client_->set_read_timeout(30, 0);
+  }
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(HttpServerTest, CompletionThenMetricsScrapeThatPromtoolAccepts) {
+  auto ready = client_->Get("/ready");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 200);
+
+  const nlohmann::json body = {{"model", "default"},
+                               {"prompt", "And the king said unto"},
+                               {"max_tokens", 12},
+                               {"temperature", 0},
+                               {"ignore_eos", true}};
+  auto res = client_->Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const nlohmann::json out = nlohmann::json::parse(res->body);
+  EXPECT_EQ(out["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(out["choices"][0]["finish_reason"], "length");
+
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics);
+  ASSERT_EQ(metrics->status, 200);
+  const std::string& text = metrics->body;
+  EXPECT_THAT(text, HasSubstr("moe_generation_tokens_total 12"));
+  EXPECT_THAT(text, HasSubstr("moe_requests_finished_total{reason=\"length\"} 1"));
+  EXPECT_THAT(text, HasSubstr("moe_prompt_tokens_total " +
+                              std::to_string(out["usage"]["prompt_tokens"].get<int>())));
+  EXPECT_THAT(text, HasSubstr("moe_num_requests_running 0"));
+  EXPECT_THAT(text, HasSubstr("moe_kv_cache_usage_ratio 0"));
+  EXPECT_THAT(text, HasSubstr("moe_time_to_first_token_seconds_count 1"));
+  EXPECT_THAT(text, HasSubstr("moe_inter_token_latency_seconds_count 11"));
+  EXPECT_THAT(text, HasSubstr("moe_expert_tokens_total{expert=\"0\",layer=\"0\"}"));
+  EXPECT_THAT(text, HasSubstr("moe_expert_load_imbalance{layer=\"3\"}"));
+
+  // promtool (Debian package prometheus) checks the exposition format and conventions.
+  const std::string path =
+      (std::filesystem::path(::testing::TempDir()) / ("metrics_" + std::to_string(getpid())))
+          .string();
+  std::ofstream(path) << text;
+  const int rc = std::system(("promtool check metrics < " + path + " 2>&1").c_str());
+  EXPECT_EQ(rc, 0) << "promtool check metrics failed on:\n" << text;
+}
+
+}  // namespace
+}  // namespace moe::testing
