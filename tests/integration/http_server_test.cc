@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -72,6 +73,43 @@ TEST_F(HttpServerTest, CompletionThenMetricsScrapeThatPromtoolAccepts) {
   std::ofstream(path) << text;
   const int rc = std::system(("promtool check metrics < " + path + " 2>&1").c_str());
   EXPECT_EQ(rc, 0) << "promtool check metrics failed on:\n" << text;
+}
+
+// The same checks as tests/unit/http_service_test.cc runs in-process, here through the
+// real binary's HTTP port: bad input gets its OpenAI error status and body, the server
+// keeps serving, and a stream ends with [DONE].
+TEST_F(HttpServerTest, BadInputOverTheRealServerAndStreaming) {
+  struct Case {
+    std::string body;
+    int status;
+  };
+  const std::vector<Case> cases = {
+      {R"({"prompt": "hi", )", 400},                           // malformed JSON
+      {R"({"prompt": ""})", 400},                              // empty prompt
+      {R"({"prompt": "hi", "top_p": 1.5})", 400},              // bad field
+      {R"({"prompt": [1, 99999]})", 400},                      // id outside the vocabulary
+      {R"({"prompt": "hi", "max_tokens": 100000})", 400},      // past the context
+      {R"({"model": "no-such-model", "prompt": "hi"})", 404},  // unknown model
+      {nlohmann::json{{"prompt", std::string(2 << 20, 'a')}}.dump(), 413},  // over 1 MiB
+  };
+  for (const Case& c : cases) {
+    auto res = client_->Post("/v1/completions", c.body, "application/json");
+    ASSERT_TRUE(res) << c.body.substr(0, 80);
+    EXPECT_EQ(res->status, c.status) << c.body.substr(0, 80) << " -> " << res->body;
+    const auto error = nlohmann::json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(error.is_object() && error.contains("error")) << res->body;
+    auto ok = client_->Post("/v1/completions", R"({"prompt": "hi", "max_tokens": 2})",
+                            "application/json");
+    ASSERT_TRUE(ok);
+    EXPECT_EQ(ok->status, 200) << "after " << c.body.substr(0, 80);
+  }
+  auto stream = client_->Post("/v1/completions",
+                              R"({"prompt": "In the beginning", "max_tokens": 6, "stream": true})",
+                              "application/json");
+  ASSERT_TRUE(stream);
+  EXPECT_EQ(stream->status, 200);
+  EXPECT_THAT(stream->body, HasSubstr("\"usage\""));
+  EXPECT_TRUE(stream->body.ends_with("data: [DONE]\n\n")) << stream->body;
 }
 
 }  // namespace
