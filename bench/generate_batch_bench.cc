@@ -28,7 +28,8 @@ int main() {
     moe::GenerationStats st;
     const auto t0 = std::chrono::steady_clock::now();
     auto out = moe::Generate(*lm->model, reqs, &st);
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!out.ok()) return 1;
     const double overall = n * 64 / wall;
     if (n == 1) base = overall;

@@ -33,8 +33,8 @@ struct RequestRecord {
 };
 
 std::string PromptFor(int i) {
-  static const char* kWords[] = {"And", "the", "LORD", "said", "unto", "Moses", "king", "of",
-                                 "Israel", "in", "that", "day", "when", "he", "came", "forth"};
+  static const char* kWords[] = {"And",    "the", "LORD", "said", "unto", "Moses", "king", "of",
+                                 "Israel", "in",  "that", "day",  "when", "he",    "came", "forth"};
   std::string p;
   for (int w = 0; w < 4 + i % 5; ++w) p += std::string(w ? " " : "") + kWords[(i * 7 + w * 3) % 16];
   return p;

@@ -1,6 +1,8 @@
 // The scheduling policy as tables: state in, expected plan out (DESIGN.md section 4).
 #include "scheduler/policy.h"
 
+#include <algorithm>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -205,6 +207,119 @@ TEST(PolicySimulationTest, EverySequenceFinishesWithinThePool) {
   EXPECT_EQ(finished, 9);
   EXPECT_EQ(free_blocks, pool);
   EXPECT_GT(preemptions, 0) << "the pool is meant to be too small for all at once";
+}
+
+// A scripted run, step by step: the driver applies each plan as the engine does
+// (preempted sequences lose their blocks and go to the head of the queue, admitted ones
+// start running, sampled ones grow by a token, finished and cancelled ones return their
+// blocks), and each step's plan and pool are compared with the table.
+struct Event {
+  int step;
+  enum Kind { kArrive, kCancel } kind;
+  SeqView seq;  // kArrive: the new sequence; kCancel: seq.id
+};
+
+struct ExpectedStep {
+  std::string items;  // "id:n" for each plan item, '*' when it samples
+  std::vector<int64_t> preempted;
+  std::vector<int64_t> admitted;
+  int free_after;  // free blocks after the step's allocations and releases
+};
+
+std::string Describe(const StepPlan& plan) {
+  std::string out;
+  for (const PlanItem& item : plan.items) {
+    if (!out.empty()) out += ' ';
+    out += std::to_string(item.id) + ':' + std::to_string(item.num_new_tokens) +
+           (item.sample ? "*" : "");
+  }
+  return out;
+}
+
+TEST(PolicyStepTableTest, AdmissionChunkingPreemptionAndCancellation) {
+  const PolicyConfig cfg{8, 3, 4};  // 8 tokens per step, 3 sequences, 4-token blocks
+  const int pool = 5;
+  // Each sequence finishes when it holds `target` tokens.
+  std::map<int64_t, int> target = {{1, 12}, {2, 9}, {3, 7}, {4, 6}};
+  const std::vector<Event> events = {
+      {0, Event::kArrive, S(1, 10, 0, 0)}, {0, Event::kArrive, S(2, 3, 0, 0)},
+      {1, Event::kArrive, S(3, 5, 0, 0)},  {3, Event::kCancel, S(2, 0, 0, 0)},
+      {3, Event::kArrive, S(4, 4, 0, 0)},
+  };
+  const std::vector<ExpectedStep> table = {
+      // 0: 1's 10-token prompt is chunked (8 of 10, 2 blocks); 2 waits for budget.
+      {"1:8", {}, {1}, 3},
+      // 1: 1 ends its prompt and samples (3rd block); 2 (3 tokens) and 3 (3 of 5) fill the
+      // rest of the budget and the pool.
+      {"1:2* 2:3* 3:3", {}, {2, 3}, 0},
+      // 2: 1 and 2 decode in the blocks they hold; 3 needs a 2nd block and none is free:
+      // 3, the most recently admitted, preempts itself and returns its block. 1 reaches
+      // 12 tokens and finishes (3 blocks back).
+      {"1:1* 2:1*", {3}, {}, 4},
+      // 3: 2 is cancelled before the step (1 block back). 3 is back at the head of the
+      // queue and recomputes its 5-token prompt; 4 arrives behind it and gets the last 3
+      // tokens of the budget.
+      {"3:5* 4:3", {}, {3, 4}, 2},
+      // 4: both decode without new blocks; 3 reaches 7 tokens and finishes.
+      {"3:1* 4:1*", {}, {}, 4},
+  };
+
+  std::vector<SeqView> running, waiting;
+  int free_blocks = pool;
+  auto find = [](std::vector<SeqView>& v, int64_t id) {
+    return std::find_if(v.begin(), v.end(), [&](const SeqView& s) { return s.id == id; });
+  };
+  for (size_t step = 0; step < table.size(); ++step) {
+    for (const Event& e : events) {
+      if (e.step != static_cast<int>(step)) continue;
+      if (e.kind == Event::kArrive) {
+        waiting.push_back(e.seq);
+        continue;
+      }
+      if (auto it = find(running, e.seq.id); it != running.end()) {
+        free_blocks += it->num_blocks;
+        running.erase(it);
+      } else if (auto w = find(waiting, e.seq.id); w != waiting.end()) {
+        free_blocks += w->num_blocks;
+        waiting.erase(w);
+      }
+    }
+    const StepPlan plan = Schedule(running, waiting, free_blocks, cfg);
+    const ExpectedStep& want = table[step];
+    EXPECT_EQ(Describe(plan), want.items) << "step " << step;
+    EXPECT_EQ(plan.preempted, want.preempted) << "step " << step;
+    EXPECT_EQ(plan.admitted, want.admitted) << "step " << step;
+    for (int64_t id : plan.preempted) {
+      auto it = find(running, id);
+      free_blocks += it->num_blocks;
+      SeqView back = *it;
+      back.num_blocks = 0;
+      back.num_computed = 0;
+      running.erase(it);
+      waiting.insert(waiting.begin(), back);
+    }
+    for (int64_t id : plan.admitted) {
+      auto it = find(waiting, id);
+      running.push_back(*it);
+      waiting.erase(it);
+    }
+    for (const PlanItem& item : plan.items) {
+      auto it = find(running, item.id);
+      free_blocks -= item.new_blocks;
+      it->num_blocks += item.new_blocks;
+      it->num_computed += item.num_new_tokens;
+      if (item.sample) ++it->num_tokens;
+    }
+    for (auto it = running.begin(); it != running.end();) {
+      if (it->num_tokens >= target[it->id]) {
+        free_blocks += it->num_blocks;
+        it = running.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    EXPECT_EQ(free_blocks, want.free_after) << "step " << step;
+  }
 }
 
 }  // namespace
