@@ -8,6 +8,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <latch>
 #include <memory>
 #include <string>
@@ -295,6 +299,90 @@ TEST_F(GrpcServerTest, SixtyFourConcurrentStreamsComplete) {
       EXPECT_EQ(r.finish.usage().prompt_tokens(), i % 7 + 1);
     }
   }
+  EXPECT_TRUE(WaitForNoRequests());
+}
+
+// Threads of the server process, from /proc/<pid>/status.
+int ProcessThreads(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::atoi(line.c_str() + 8);
+  }
+  return -1;
+}
+
+// The callback API serves streams without a thread each: 1,000 Generate streams open at
+// once (the engine runs 64 and queues the rest), driven by one client thread through a
+// completion queue, while the server keeps a few dozen threads.
+TEST_F(GrpcServerTest, AThousandConcurrentStreamsNeedNoThreadEach) {
+  constexpr int kStreams = 1000;
+  constexpr int kTokens = 4;
+  struct Call {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientAsyncReader<v1::GenerateResponse>> reader;
+    v1::GenerateResponse response;
+    grpc::Status status;
+    int tokens = 0;
+    bool finish_seen = false;
+    bool reading = false;  // a Read is in flight (else the next event is Finish)
+  };
+  grpc::CompletionQueue cq;
+  std::vector<std::unique_ptr<Call>> calls;
+  const int threads_before = ProcessThreads(server_->pid());
+  for (int i = 0; i < kStreams; ++i) {
+    auto call = std::make_unique<Call>();
+    SetDeadline(&call->context, seconds(60));
+    call->reader =
+        stub_->AsyncGenerate(&call->context, GreedyRequest("Stream " + std::to_string(i), kTokens),
+                             &cq, reinterpret_cast<void*>(static_cast<intptr_t>(i)));
+    calls.push_back(std::move(call));
+  }
+  // Events: a call started or a Read completed -> Read again; a Read failed -> Finish;
+  // Finish completed -> done. The tag is the call index; `reading` tells which it was.
+  int started = 0, done = 0, max_threads = 0, live_at_peak = 0;
+  std::vector<bool> finishing(kStreams, false);
+  void* tag = nullptr;
+  bool ok = false;
+  while (done < kStreams && cq.Next(&tag, &ok)) {
+    const int i = static_cast<int>(reinterpret_cast<intptr_t>(tag));
+    Call& call = *calls[i];
+    if (finishing[i]) {
+      ++done;
+      continue;
+    }
+    if (call.reading && ok) {
+      call.tokens += call.response.token_ids_size();
+      call.finish_seen |= call.response.has_finish();
+    } else if (!call.reading) {
+      if (++started == kStreams) {
+        max_threads = ProcessThreads(server_->pid());
+        const v1::GetServerStatusResponse st = ServerStatus();
+        live_at_peak = st.running() + st.waiting();
+      }
+    }
+    if (ok) {
+      call.reading = true;
+      call.reader->Read(&call.response, tag);
+    } else {
+      finishing[i] = true;
+      call.reader->Finish(&call.status, tag);
+    }
+  }
+  ASSERT_EQ(done, kStreams);
+  int complete = 0;
+  for (const auto& call : calls) {
+    complete += call->status.ok() && call->tokens == kTokens && call->finish_seen;
+  }
+  EXPECT_EQ(complete, kStreams);
+  // gRPC's own pollers and executors, the engine thread, OpenBLAS's and httplib's
+  // workers: a fixed set, far from one per stream.
+  std::fprintf(stderr, "server threads: %d before, %d with %d requests live\n", threads_before,
+               max_threads, live_at_peak);
+  EXPECT_GT(live_at_peak, kStreams / 2) << "the streams were meant to be open at once";
+  EXPECT_GT(max_threads, 0);
+  EXPECT_LT(max_threads, threads_before + 100)
+      << "server threads before: " << threads_before << ", with 1000 streams: " << max_threads;
   EXPECT_TRUE(WaitForNoRequests());
 }
 
