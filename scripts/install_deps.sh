@@ -19,6 +19,7 @@ PACKAGES=(
   prometheus           # promtool, which the e2e tests run on a live /metrics scrape
   libgtest-dev libgmock-dev  # tests
   libbenchmark-dev     # bench/
+  gnuplot-nox          # moe-client bench --plot (sweep PNGs)
 )
 
 missing=()

@@ -1,0 +1,370 @@
+#include "client/transport.h"
+
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "engine/absl_compat.h"
+#include "httplib.h"
+#include "moe/v1/serving.grpc.pb.h"
+
+namespace moe::client {
+namespace {
+
+using json = nlohmann::json;
+
+double Since(Clock::time_point origin) {
+  return std::chrono::duration<double>(Clock::now() - origin).count();
+}
+
+// Records one streamed chunk: its time, the first-token time, the caller's callback.
+void OnChunk(std::string_view text, int tokens, Clock::time_point origin, RequestRecord* record,
+             const std::function<void(std::string_view)>& on_text, int* counted) {
+  if (text.empty() && tokens == 0) return;
+  const double t = Since(origin);
+  if (!record->first_token) record->first_token = t;
+  record->token_times.push_back(t);
+  *counted += tokens > 0 ? tokens : 1;
+  if (on_text && !text.empty()) on_text(text);
+}
+
+class GrpcTransport final : public Transport {
+ public:
+  GrpcTransport(std::string target, int channels) : target_(std::move(target)) {
+    for (int i = 0; i < std::max(channels, 1); ++i) {
+      grpc::ChannelArguments args;
+      // Distinct arguments and a local subchannel pool: each channel its own connection.
+      args.SetInt("moe.client.channel_index", i);
+      args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+      args.SetMaxReceiveMessageSize(64 << 20);
+      auto channel = grpc::CreateCustomChannel(target_, grpc::InsecureChannelCredentials(), args);
+      stubs_.push_back(moe::v1::Serving::NewStub(channel));
+    }
+  }
+
+  RequestRecord Run(const PromptSpec& prompt, const GenerateOptions& options,
+                    Clock::time_point origin,
+                    std::function<void(std::string_view)> on_text) override {
+    moe::v1::GenerateRequest request;
+    if (!prompt.token_ids.empty()) {
+      request.mutable_token_ids()->mutable_ids()->Add(prompt.token_ids.begin(),
+                                                      prompt.token_ids.end());
+    } else {
+      request.set_text(prompt.text);
+    }
+    if (prompt.max_tokens > 0) request.set_max_tokens(prompt.max_tokens);
+    if (options.temperature) request.set_temperature(*options.temperature);
+    if (options.top_p) request.set_top_p(*options.top_p);
+    if (options.seed) request.set_seed(*options.seed);
+    request.set_ignore_eos(options.ignore_eos);
+
+    RequestRecord record;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + options.timeout);
+    moe::v1::Serving::Stub& stub = *stubs_[next_.fetch_add(1) % stubs_.size()];
+    record.start = Since(origin);
+    std::unique_ptr<grpc::ClientReader<moe::v1::GenerateResponse>> reader =
+        stub.Generate(&context, request);
+    moe::v1::GenerateResponse response;
+    int counted = 0;
+    bool finished = false;
+    std::string text;  // kept only when not streaming, to deliver at the end
+    while (reader->Read(&response)) {
+      if (options.stream) {
+        OnChunk(response.text(), response.token_ids_size(), origin, &record, on_text, &counted);
+      } else {
+        counted += response.token_ids_size();
+        text += response.text();
+      }
+      if (response.has_finish()) {
+        finished = true;
+        record.prompt_tokens = response.finish().usage().prompt_tokens();
+        record.output_tokens = response.finish().usage().completion_tokens();
+      }
+    }
+    const grpc::Status status = reader->Finish();
+    record.end = Since(origin);
+    if (!options.stream) {
+      record.first_token = record.end;
+      record.token_times.push_back(record.end);
+      if (on_text && !text.empty()) on_text(text);
+    }
+    if (!status.ok()) {
+      record.error = GrpcErrorKind(status.error_code());
+      record.error_message = status.error_message();
+    } else if (!finished) {
+      record.error = "incomplete";
+      record.error_message = "the stream ended without a finish message";
+    }
+    if (record.output_tokens == 0) record.output_tokens = counted;
+    return record;
+  }
+
+  absl::StatusOr<json> GetModelInfo() override {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    moe::v1::GetModelInfoResponse info;
+    const grpc::Status status = stubs_[0]->GetModelInfo(&context, {}, &info);
+    if (!status.ok()) {
+      return absl::UnavailableError(absl::StrCat("GetModelInfo on ", target_, ": ",
+                                                 GrpcErrorKind(status.error_code()), ": ",
+                                                 status.error_message()));
+    }
+    return json{{"model_name", info.model_name()},
+                {"architecture", info.architecture()},
+                {"model_type", info.model_type()},
+                {"vocab_size", info.vocab_size()},
+                {"context_length", info.context_length()},
+                {"num_experts", info.num_experts()},
+                {"num_experts_per_token", info.num_experts_per_token()},
+                {"num_layers", info.num_layers()},
+                {"hidden_size", info.hidden_size()}};
+  }
+
+  std::string Describe() const override { return "grpc://" + target_; }
+
+ private:
+  std::string target_;
+  std::vector<std::unique_ptr<moe::v1::Serving::Stub>> stubs_;
+  std::atomic<size_t> next_{0};
+};
+
+class OpenAiHttpTransport final : public Transport {
+ public:
+  OpenAiHttpTransport(std::string base_url, std::string model)
+      : base_url_(std::move(base_url)), model_(std::move(model)) {}
+
+  RequestRecord Run(const PromptSpec& prompt, const GenerateOptions& options,
+                    Clock::time_point origin,
+                    std::function<void(std::string_view)> on_text) override {
+    json body = {{"stream", options.stream}};
+    if (prompt.max_tokens > 0) body["max_tokens"] = prompt.max_tokens;
+    if (!prompt.token_ids.empty()) {
+      body["prompt"] = prompt.token_ids;
+    } else {
+      body["prompt"] = prompt.text;
+    }
+    if (!model_.empty()) body["model"] = model_;
+    if (options.stream) body["stream_options"] = {{"include_usage", true}};
+    if (options.temperature) body["temperature"] = *options.temperature;
+    if (options.top_p) body["top_p"] = *options.top_p;
+    if (options.seed) body["seed"] = *options.seed;
+    if (options.ignore_eos) body["ignore_eos"] = true;
+
+    RequestRecord record;
+    httplib::Client client(base_url_);
+    const auto timeout_s = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
+    client.set_connection_timeout(std::min<int64_t>(timeout_s.count(), 10), 0);
+    client.set_read_timeout(timeout_s.count(), 0);
+    client.set_write_timeout(timeout_s.count(), 0);
+
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.set_header("Content-Type", "application/json");
+    req.set_header("Accept", options.stream ? "text/event-stream" : "application/json");
+    req.body = body.dump();
+
+    int status_code = 0;
+    std::string raw;      // the whole body, for errors and non-streamed responses
+    std::string pending;  // SSE bytes not yet split into events
+    bool done = false, timed_out = false, finished = false;
+    int counted = 0;
+    std::string parse_error;
+    const Clock::time_point deadline = Clock::now() + options.timeout;
+    auto handle_event = [&](std::string_view data) {
+      if (data == "[DONE]") {
+        done = true;
+        return;
+      }
+      json chunk = json::parse(data, nullptr, /*allow_exceptions=*/false);
+      if (chunk.is_discarded() || !chunk.is_object()) {
+        parse_error = absl::StrCat("bad SSE data: ", ToAbsl(data.substr(0, 200)));
+        return;
+      }
+      if (chunk.contains("error")) {
+        parse_error = chunk["error"].value("message", chunk["error"].dump());
+        return;
+      }
+      std::string_view text;
+      if (auto c = chunk.find("choices"); c != chunk.end() && c->is_array() && !c->empty()) {
+        const json& choice = (*c)[0];
+        if (auto t = choice.find("text"); t != choice.end() && t->is_string()) {
+          text = t->get_ref<const std::string&>();
+        }
+        if (auto f = choice.find("finish_reason"); f != choice.end() && !f->is_null()) {
+          finished = true;
+        }
+      }
+      OnChunk(text, 0, origin, &record, on_text, &counted);
+      if (auto u = chunk.find("usage"); u != chunk.end() && u->is_object()) {
+        record.prompt_tokens = u->value("prompt_tokens", 0);
+        record.output_tokens = u->value("completion_tokens", 0);
+        finished = true;
+      }
+    };
+    req.response_handler = [&](const httplib::Response& res) {
+      status_code = res.status;
+      return true;
+    };
+    req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+      if (Clock::now() > deadline) {
+        timed_out = true;
+        return false;
+      }
+      if (status_code != 200 || !options.stream) {
+        raw.append(data, size);
+        return true;
+      }
+      pending.append(data, size);
+      // Events end with a blank line; each "data:" line of an event carries JSON.
+      size_t pos;
+      while ((pos = pending.find("\n\n")) != std::string::npos) {
+        std::string_view event(pending.data(), pos);
+        while (!event.empty()) {
+          const size_t eol = event.find('\n');
+          std::string_view line = event.substr(0, eol);
+          if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+          if (line.substr(0, 5) == "data:") {
+            std::string_view data_field = line.substr(5);
+            if (!data_field.empty() && data_field.front() == ' ') data_field.remove_prefix(1);
+            handle_event(data_field);
+          }
+          if (eol == std::string_view::npos) break;
+          event.remove_prefix(eol + 1);
+        }
+        pending.erase(0, pos + 2);
+      }
+      return true;
+    };
+
+    record.start = Since(origin);
+    httplib::Response res;
+    httplib::Error error = httplib::Error::Success;
+    const bool sent = client.send(req, res, error);
+    record.end = Since(origin);
+    if (!sent || error != httplib::Error::Success) {
+      if (timed_out || Clock::now() > deadline) {
+        record.error = "timeout";
+      } else if (error == httplib::Error::Connection ||
+                 error == httplib::Error::ConnectionTimeout) {
+        record.error = "connect";
+      } else {
+        record.error = "http_io";
+      }
+      record.error_message = httplib::to_string(error);
+    } else if (status_code != 200) {
+      record.error = absl::StrCat("http_", status_code);
+      record.error_message = raw.substr(0, 500);
+    } else if (!options.stream) {
+      json full = json::parse(raw, nullptr, false);
+      if (full.is_discarded() || !full.contains("choices")) {
+        record.error = "bad_response";
+        record.error_message = raw.substr(0, 500);
+      } else {
+        record.first_token = record.end;
+        record.token_times.push_back(record.end);
+        const std::string text = full["choices"][0].value("text", "");
+        if (on_text && !text.empty()) on_text(text);
+        if (full.contains("usage")) {
+          record.prompt_tokens = full["usage"].value("prompt_tokens", 0);
+          record.output_tokens = full["usage"].value("completion_tokens", 0);
+        }
+      }
+    } else if (!parse_error.empty()) {
+      record.error = "stream_error";
+      record.error_message = parse_error;
+    } else if (!done && !finished) {
+      record.error = "incomplete";
+      record.error_message = "the event stream ended before [DONE]";
+    }
+    if (record.output_tokens == 0) record.output_tokens = counted;
+    return record;
+  }
+
+  absl::StatusOr<json> GetModelInfo() override {
+    httplib::Client client(base_url_);
+    client.set_connection_timeout(10, 0);
+    client.set_read_timeout(10, 0);
+    httplib::Result res = client.Get("/v1/models");
+    if (!res) {
+      return absl::UnavailableError(
+          absl::StrCat("GET ", base_url_, "/v1/models: ", httplib::to_string(res.error())));
+    }
+    if (res->status != 200) {
+      return absl::UnavailableError(
+          absl::StrCat("GET ", base_url_, "/v1/models: HTTP ", res->status));
+    }
+    json models = json::parse(res->body, nullptr, false);
+    if (models.is_discarded() || !models.contains("data") || !models["data"].is_array() ||
+        models["data"].empty()) {
+      return absl::UnavailableError(absl::StrCat("GET ", base_url_, "/v1/models: no models"));
+    }
+    json info = models["data"][0];
+    if (info.contains("id")) info["model_name"] = info["id"];
+    return info;
+  }
+
+  std::string Describe() const override { return base_url_; }
+
+  void set_model(std::string model) { model_ = std::move(model); }
+
+ private:
+  std::string base_url_;
+  std::string model_;
+};
+
+}  // namespace
+
+std::string GrpcErrorKind(int code) {
+  static constexpr const char* kNames[] = {"OK",
+                                           "CANCELLED",
+                                           "UNKNOWN",
+                                           "INVALID_ARGUMENT",
+                                           "DEADLINE_EXCEEDED",
+                                           "NOT_FOUND",
+                                           "ALREADY_EXISTS",
+                                           "PERMISSION_DENIED",
+                                           "RESOURCE_EXHAUSTED",
+                                           "FAILED_PRECONDITION",
+                                           "ABORTED",
+                                           "OUT_OF_RANGE",
+                                           "UNIMPLEMENTED",
+                                           "INTERNAL",
+                                           "UNAVAILABLE",
+                                           "DATA_LOSS",
+                                           "UNAUTHENTICATED"};
+  if (code == grpc::StatusCode::DEADLINE_EXCEEDED) return "timeout";
+  if (code >= 0 && code < static_cast<int>(std::size(kNames))) {
+    return absl::StrCat("grpc_", kNames[code]);
+  }
+  return absl::StrCat("grpc_", code);
+}
+
+std::unique_ptr<Transport> MakeGrpcTransport(const std::string& target, int channels) {
+  return std::make_unique<GrpcTransport>(target, channels);
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> MakeOpenAiHttpTransport(const std::string& base_url,
+                                                                   const std::string& model) {
+  if (base_url.rfind("http://", 0) != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--url must start with http:// (got '", base_url, "')"));
+  }
+  std::string url = base_url;
+  while (!url.empty() && url.back() == '/') url.pop_back();
+  auto transport = std::make_unique<OpenAiHttpTransport>(url, model);
+  if (model.empty()) {
+    // Servers such as vLLM require "model"; take the one the server lists.
+    absl::StatusOr<json> info = transport->GetModelInfo();
+    if (info.ok() && info->contains("id") && (*info)["id"].is_string()) {
+      transport->set_model((*info)["id"].get<std::string>());
+    }
+  }
+  return transport;
+}
+
+}  // namespace moe::client
