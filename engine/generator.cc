@@ -34,6 +34,15 @@ std::string DefaultModelDir() {
   if (const char* env = std::getenv("MOE_DEFAULT_MODEL"); env != nullptr && *env != '\0') {
     return env;
   }
+  // A release bundle (deploy/make_bundle.sh) keeps it beside the binaries:
+  // <bundle>/bin/moe-server and <bundle>/share/moe-serve/models/default.
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const std::filesystem::path bundled =
+        exe.parent_path().parent_path() / "share/moe-serve/models/default";
+    if (std::filesystem::is_directory(bundled, ec)) return bundled.string();
+  }
   return std::string(MOE_SOURCE_DIR) + "/models/default";
 }
 

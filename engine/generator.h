@@ -29,6 +29,7 @@ struct LoadedModel {
 absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir);
 
 // The model used when no --model is given: $MOE_DEFAULT_MODEL if set, else
+// ../share/moe-serve/models/default beside the binary (a release bundle), else
 // models/default of the source tree this binary was built from.
 std::string DefaultModelDir();
 

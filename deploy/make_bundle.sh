@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Packs moe-server, moe-client and moe-generate with every shared library they need that
+# is not part of the C runtime (glibc) into one tarball that runs from any directory:
+#
+#   moe-serve-<version>-linux-x86_64/
+#     bin/       the binaries, linked with RPATH $ORIGIN/../lib (CMakeLists.txt)
+#     lib/       gRPC, Protobuf, Abseil, OpenBLAS, prometheus-cpp, ...
+#     share/moe-serve/models/default   the default model
+#
+# CUDA libraries are never bundled: a CUDA build needs the machine's driver and runtime.
+# Usage: deploy/make_bundle.sh BUILD_DIR OUT_DIR
+set -euo pipefail
+build=${1:?usage: make_bundle.sh BUILD_DIR OUT_DIR}
+out=${2:?usage: make_bundle.sh BUILD_DIR OUT_DIR}
+root=$(cd "$(dirname "$0")/.." && pwd)
+version=$(sed -n 's/^project(moe_serve LANGUAGES .* VERSION \([0-9.]*\)).*/\1/p' "$root/CMakeLists.txt")
+name="moe-serve-${version:-dev}-linux-x86_64"
+stage=$(mktemp -d)
+trap 'rm -rf "$stage"' EXIT
+dir="$stage/$name"
+mkdir -p "$dir/bin" "$dir/lib" "$dir/share/moe-serve/models"
+
+binaries=("$build/server/moe-server" "$build/server/moe-generate" "$build/client/moe-client")
+for b in "${binaries[@]}"; do
+  [ -x "$b" ] || { echo "make_bundle: $b is not built" >&2; exit 1; }
+  cp "$b" "$dir/bin/"
+done
+
+# The C runtime every Linux has, and the CUDA driver/runtime the machine must provide.
+system_lib() {
+  case "$1" in
+    linux-vdso.so.*|ld-linux*|libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*| \
+    libresolv.so.*|libutil.so.*|libcuda.so.*|libcudart.so.*|libcublas*.so.*|libnvidia*) return 0 ;;
+  esac
+  return 1
+}
+
+# Every library the binaries need, directly or not (ldd resolves the whole closure).
+for b in "${binaries[@]}"; do
+  ldd "$b" | awk '/=>/ { print $1, $3 }'
+done | sort -u | while read -r soname path; do
+  system_lib "$soname" && continue
+  [ -f "$path" ] || { echo "make_bundle: $soname not found (ldd: $path)" >&2; exit 1; }
+  cp -L "$path" "$dir/lib/$soname"
+done
+
+for f in "$dir"/bin/*; do
+  readelf -d "$f" | grep -q 'RPATH.*\$ORIGIN/../lib' ||
+    { echo "make_bundle: $f has no RPATH \$ORIGIN/../lib (rebuild with this CMakeLists.txt)" >&2; exit 1; }
+done
+cp -r "$root/models/default" "$dir/share/moe-serve/models/"
+
+mkdir -p "$out"
+tar -C "$stage" -czf "$out/$name.tar.gz" "$name"
+echo "$out/$name.tar.gz"
