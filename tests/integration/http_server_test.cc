@@ -6,6 +6,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -73,6 +77,64 @@ TEST_F(HttpServerTest, CompletionThenMetricsScrapeThatPromtoolAccepts) {
   std::ofstream(path) << text;
   const int rc = std::system(("promtool check metrics < " + path + " 2>&1").c_str());
   EXPECT_EQ(rc, 0) << "promtool check metrics failed on:\n" << text;
+}
+
+// Every metric the Grafana dashboard (deploy/grafana/moe-serve.json) queries is one that a
+// live moe-server exports.
+TEST_F(HttpServerTest, GrafanaDashboardQueriesOnlyExportedMetrics) {
+  auto res = client_->Post("/v1/completions", R"({"prompt": "Blessed are", "max_tokens": 3})",
+                           "application/json");
+  ASSERT_TRUE(res && res->status == 200);
+  auto metrics = client_->Get("/metrics");
+  ASSERT_TRUE(metrics && metrics->status == 200);
+  std::set<std::string> exported;
+  std::istringstream lines(metrics->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("# TYPE ", 0) == 0) exported.insert(line.substr(7, line.find(' ', 7) - 7));
+  }
+  ASSERT_FALSE(exported.empty());
+
+  std::ifstream file(std::string(MOE_SOURCE_DIR) + "/deploy/grafana/moe-serve.json");
+  ASSERT_TRUE(file) << "deploy/grafana/moe-serve.json";
+  const nlohmann::json dashboard = nlohmann::json::parse(file, nullptr, false);
+  ASSERT_TRUE(dashboard.is_object()) << "the dashboard is not valid JSON";
+  std::vector<std::string> exprs;
+  std::function<void(const nlohmann::json&)> walk = [&](const nlohmann::json& j) {
+    if (j.is_object()) {
+      for (auto it = j.begin(); it != j.end(); ++it) {
+        if ((it.key() == "expr" || it.key() == "query") && it->is_string()) {
+          exprs.push_back(it->get<std::string>());
+        }
+        walk(*it);
+      }
+    } else if (j.is_array()) {
+      for (const auto& v : j) walk(v);
+    }
+  };
+  walk(dashboard);
+  ASSERT_GE(exprs.size(), 10u);
+  const std::regex metric_name(R"(\bmoe_[a-z0-9_]+)");
+  std::set<std::string> queried;
+  for (const std::string& expr : exprs) {
+    for (auto it = std::sregex_iterator(expr.begin(), expr.end(), metric_name);
+         it != std::sregex_iterator(); ++it) {
+      std::string name = it->str();
+      // Histogram series are <family>_bucket, _sum and _count.
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+        const std::string s(suffix);
+        if (name.size() > s.size() && name.ends_with(s) &&
+            exported.count(name.substr(0, name.size() - s.size())) != 0) {
+          name.resize(name.size() - s.size());
+        }
+      }
+      queried.insert(name);
+    }
+  }
+  EXPECT_GE(queried.size(), 12u);
+  for (const std::string& name : queried) {
+    EXPECT_TRUE(exported.count(name) != 0)
+        << "the dashboard queries " << name << ", which moe-server does not export";
+  }
 }
 
 // The same checks as tests/unit/http_service_test.cc runs in-process, here through the
