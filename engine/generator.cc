@@ -46,6 +46,27 @@ std::string DefaultModelDir() {
   return std::string(MOE_SOURCE_DIR) + "/models/default";
 }
 
+absl::Status ValidateGeneration(std::span<const int32_t> prompt, int max_tokens,
+                                const SamplingParams& sampling, const ModelConfig& config) {
+  if (prompt.empty()) return absl::InvalidArgumentError("prompt is empty");
+  for (int32_t id : prompt) {
+    if (id < 0 || id >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "prompt token id ", id, " is outside the vocabulary [0, ", config.vocab_size, ")"));
+    }
+  }
+  if (max_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens must be >= 1, got ", max_tokens));
+  }
+  const int64_t total = static_cast<int64_t>(prompt.size()) + max_tokens;
+  if (total > config.max_position_embeddings) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prompt (", prompt.size(), " tokens) + max_tokens (", max_tokens,
+                     ") exceeds the context of ", config.max_position_embeddings, " tokens"));
+  }
+  return sampling.Validate();
+}
+
 absl::StatusOr<std::vector<GenerationResult>> Generate(
     Model& model, std::span<const GenerationRequest> requests, GenerationStats* stats,
     const std::function<void(int, int32_t)>& on_token) {
@@ -54,18 +75,10 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(
   int blocks = 0;
   for (int i = 0; i < n; ++i) {
     const GenerationRequest& r = requests[i];
-    if (r.prompt.empty())
-      return absl::InvalidArgumentError(absl::StrCat("request ", i, ": empty prompt"));
-    if (r.max_tokens < 1) {
-      return absl::InvalidArgumentError(absl::StrCat("request ", i, ": max_tokens must be >= 1"));
+    if (absl::Status s = ValidateGeneration(r.prompt, r.max_tokens, r.sampling, cfg); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("request ", i, ": ", s.message()));
     }
     const int64_t total = static_cast<int64_t>(r.prompt.size()) + r.max_tokens;
-    if (total > cfg.max_position_embeddings) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("request ", i, ": prompt (", r.prompt.size(), " tokens) + max_tokens (",
-                       r.max_tokens, ") exceeds the context of ", cfg.max_position_embeddings));
-    }
-    MOE_RETURN_IF_ERROR(r.sampling.Validate());
     blocks += static_cast<int>((total + kKvBlockSize - 1) / kKvBlockSize);
   }
   std::vector<GenerationResult> results(n);

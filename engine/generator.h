@@ -33,6 +33,12 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir);
 // models/default of the source tree this binary was built from.
 std::string DefaultModelDir();
 
+// The checks every generation request passes, whoever runs it: a non-empty prompt of ids
+// inside the vocabulary, max_tokens >= 1, prompt + max_tokens within the context, valid
+// sampling parameters. InvalidArgument naming the field.
+absl::Status ValidateGeneration(std::span<const int32_t> prompt, int max_tokens,
+                                const SamplingParams& sampling, const ModelConfig& config);
+
 struct GenerationRequest {
   std::vector<int32_t> prompt;  // token ids, not empty
   int max_tokens = 16;          // >= 1

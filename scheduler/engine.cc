@@ -188,32 +188,17 @@ class EngineImpl final : public Engine {
   const std::string& model_dir() const override { return lm_.dir; }
 
  private:
+  // The engine's own limits on top of ValidateGeneration (engine/generator.h).
   absl::Status Validate(const GenerateRequest& r) const {
+    MOE_RETURN_IF_ERROR(ValidateGeneration(r.prompt, r.max_tokens, r.sampling, lm_.config));
     const int n = static_cast<int>(r.prompt.size());
-    const int context = lm_.config.max_position_embeddings;
-    if (n == 0) return absl::InvalidArgumentError("prompt is empty");
-    for (int32_t id : r.prompt) {
-      if (id < 0 || id >= lm_.config.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "prompt token id ", id, " is outside the vocabulary [0, ", lm_.config.vocab_size, ")"));
-      }
-    }
     if (n > max_prompt_) {
       return absl::InvalidArgumentError(
           absl::StrCat("prompt has ", n, " tokens; the limit is ", max_prompt_));
     }
-    if (r.max_tokens < 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("max_tokens must be >= 1, got ", r.max_tokens));
-    }
     if (r.max_tokens > max_tokens_cap_) {
       return absl::InvalidArgumentError(
           absl::StrCat("max_tokens ", r.max_tokens, " is above the limit of ", max_tokens_cap_));
-    }
-    if (n + r.max_tokens > context) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt (", n, " tokens) + max_tokens (",
-                                                     r.max_tokens, ") exceeds the context of ",
-                                                     context, " tokens"));
     }
     const int blocks = sched::BlocksFor(n + r.max_tokens, policy_.block_size);
     if (blocks > kv_->shape().num_blocks) {
@@ -227,7 +212,7 @@ class EngineImpl final : public Engine {
             absl::StrCat("stop token id ", id, " is outside the vocabulary"));
       }
     }
-    return r.sampling.Validate();
+    return absl::OkStatus();
   }
 
   void Wake() { cv_.notify_all(); }
