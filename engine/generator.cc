@@ -130,10 +130,10 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(
                        std::find(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), tok) !=
                            cfg.eos_token_ids.end();
       if (eos) {
-        results[i].finish = FinishReason::kStop;
+        results[i].finish = StopReason::kStop;
         s.done = true;
       } else if (static_cast<int>(results[i].tokens.size()) >= requests[i].max_tokens) {
-        results[i].finish = FinishReason::kLength;
+        results[i].finish = StopReason::kLength;
         s.done = true;
       }
       s.pending.assign(1, tok);

@@ -46,11 +46,16 @@ struct GenerationRequest {
   bool ignore_eos = false;
 };
 
-enum class FinishReason { kStop, kLength };
+// Why a request ended; the batch generator and the serving engine share it.
+enum class StopReason {
+  kStop,    // EOS, a stop token id or a stop string
+  kLength,  // max_tokens or the context
+  kAbort,   // the serving engine only: Abort(), Cancel(), deadline, or shutdown
+};
 
 struct GenerationResult {
   std::vector<int32_t> tokens;  // generated ids (an EOS that stopped it included)
-  FinishReason finish = FinishReason::kLength;
+  StopReason finish = StopReason::kLength;
 };
 
 struct GenerationStats {

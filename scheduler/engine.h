@@ -33,12 +33,6 @@ struct GenerateRequest {
   std::optional<SteadyTime> deadline;   // aborted (reason kAbort) when passed
 };
 
-enum class StopReason {
-  kStop,    // EOS, a stop token id or a stop string
-  kLength,  // max_tokens or the context
-  kAbort,   // Abort(), RequestStream::Cancel(), deadline, or shutdown
-};
-
 struct Usage {
   int prompt_tokens = 0;
   int completion_tokens = 0;

@@ -80,7 +80,7 @@ int main(int argc, char** argv) {
                "prefill: %lld tokens in %.3f s = %.1f tokens/s\n"
                "decode:  %lld tokens in %.3f s = %.1f tokens/s\n",
                loaded->config.architecture.c_str(), req.prompt.size(), r.tokens.size(),
-               r.finish == moe::FinishReason::kStop ? "stop" : "length",
+               r.finish == moe::StopReason::kStop ? "stop" : "length",
                static_cast<long long>(stats.prefill_tokens), stats.prefill_seconds,
                stats.prefill_seconds > 0 ? stats.prefill_tokens / stats.prefill_seconds : 0.0,
                static_cast<long long>(stats.decode_tokens), stats.decode_seconds,

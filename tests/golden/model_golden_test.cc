@@ -321,12 +321,12 @@ TEST_F(BadCheckpointTest, GenerationStopsAtTheEosOfGenerationConfig) {
   const auto& first = f.prompts[0].greedy;
   // It stops at the first occurrence of the id, which may come before position 2.
   const size_t stop = std::find(first.begin(), first.end(), eos) - first.begin();
-  EXPECT_EQ((*out)[0].finish, FinishReason::kStop);
+  EXPECT_EQ((*out)[0].finish, StopReason::kStop);
   EXPECT_EQ((*out)[0].tokens, std::vector<int32_t>(first.begin(), first.begin() + stop + 1));
   r.ignore_eos = true;
   out = Generate(*lm->model, std::span(&r, 1));
   ASSERT_TRUE(out.ok());
-  EXPECT_EQ((*out)[0].finish, FinishReason::kLength);
+  EXPECT_EQ((*out)[0].finish, StopReason::kLength);
   EXPECT_EQ((*out)[0].tokens.size(), 10u);
 }
 
