@@ -427,19 +427,24 @@ class EngineImpl final : public Engine {
     End(seq, std::move(e));
   }
 
-  // Every exit of a request goes through here: the lease is returned and the counts that
-  // Status() reports are updated before WaitIdle() can see the request gone.
+  // Every exit of a request goes through here. The lease is returned and the counts that
+  // Status() reports change before the last event is pushed, so a client that has its
+  // final event and then asks Status() (or scrapes /metrics) never sees it running; the
+  // id leaves live_ after the push, so WaitIdle() returns only once every stream ended.
   void End(Sequence& seq, StreamEvent last) {
     seq.finished = true;
     seq.lease.Release();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (seq.running) {
+        --status_.running;
+      } else {
+        --queued_;
+      }
+      status_.kv_blocks_used = kv_->shape().num_blocks - kv_->num_free_blocks();
+    }
     seq.stream->Push(std::move(last));
     std::lock_guard<std::mutex> lock(mu_);
-    if (seq.running) {
-      --status_.running;
-    } else {
-      --queued_;
-    }
-    status_.kv_blocks_used = kv_->shape().num_blocks - kv_->num_free_blocks();
     live_.erase(seq.stream->id());
     if (live_.empty()) idle_cv_.notify_all();
   }
