@@ -20,6 +20,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev  # tests
   libbenchmark-dev     # bench/
   gnuplot-nox          # moe-client bench --plot (sweep PNGs)
+  # tests/deploy: the Kubernetes manifests against the committed Kubernetes JSON schemas,
+  # with Debian's Python (/usr/bin/python3), never packages from PyPI.
+  python3 python3-yaml python3-jsonschema
 )
 
 missing=()

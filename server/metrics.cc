@@ -80,6 +80,27 @@ struct Metrics::Impl {
                              .Help("Sequences preempted for lack of KV cache blocks")
                              .Register(registry)
                              .Add({});
+  // Weights by placement (DESIGN.md section 5): resident in the compute device's memory, or
+  // streamed through the offload ring. The CPU backend keeps every weight resident.
+  prometheus::Family<Gauge>& weight_family =
+      BuildGauge()
+          .Name("moe_weight_bytes")
+          .Help("Bytes of model weights by placement (resident or streamed)")
+          .Register(registry);
+  Gauge& weight_resident = weight_family.Add({{"placement", "resident"}});
+  Gauge& weight_streamed = weight_family.Add({{"placement", "streamed"}});
+  // Offload ring traffic. No backend streams weights yet, so these stay 0 while
+  // moe_weight_bytes{placement="streamed"} is 0; the dashboard's offload panel reads them.
+  Counter& offload_bytes = BuildCounter()
+                               .Name("moe_offload_bytes_total")
+                               .Help("Bytes of streamed expert weights copied to the device")
+                               .Register(registry)
+                               .Add({});
+  Counter& offload_stall = BuildCounter()
+                               .Name("moe_offload_stall_seconds_total")
+                               .Help("Seconds compute waited for streamed weights to arrive")
+                               .Register(registry)
+                               .Add({});
   Histogram& ttft = BuildHistogram()
                         .Name("moe_time_to_first_token_seconds")
                         .Help("Submit to first token")
@@ -170,6 +191,11 @@ void Metrics::OnStep(const Step& step) {
     // Dense layers route nothing: leave their gauge alone.
     if (sum > 0) m.imbalance[l]->Set(static_cast<double>(max) * step.num_experts / sum);
   }
+}
+
+void Metrics::SetWeightBytes(int64_t resident, int64_t streamed) {
+  impl_->weight_resident.Set(static_cast<double>(resident));
+  impl_->weight_streamed.Set(static_cast<double>(streamed));
 }
 
 void Metrics::OnFirstToken(double ttft_seconds, double queue_seconds) {

@@ -2,6 +2,7 @@
 // EngineObserver on its thread; gauges of the engine's state are refreshed at scrape.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -17,6 +18,10 @@ class Metrics final : public EngineObserver {
   // The Prometheus text exposition format (version 0.0.4) of every metric, with the
   // gauges taken from `status` first. Thread-safe.
   std::string Scrape(const EngineStatus& status);
+
+  // moe_weight_bytes{placement}: the loaded model's weight bytes held resident and
+  // streamed through the offload ring. Set once after load.
+  void SetWeightBytes(int64_t resident, int64_t streamed);
 
   // EngineObserver
   void OnStep(const Step& step) override;

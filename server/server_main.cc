@@ -136,6 +136,8 @@ int main(int argc, char** argv) {
   }
   const std::string architecture = loaded->config.architecture;
   auto metrics = std::make_shared<moe::server::Metrics>();
+  // The CPU backend holds every weight resident, in fp32.
+  metrics->SetWeightBytes(loaded->model->num_parameters() * static_cast<int64_t>(sizeof(float)), 0);
   engine_options.observer = metrics;
   absl::StatusOr<std::unique_ptr<moe::Engine>> engine =
       moe::Engine::Create(*std::move(loaded), engine_options);

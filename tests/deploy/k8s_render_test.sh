@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Renders every overlay of deploy/k8s with `kubectl kustomize` (offline) and checks the
-# rendered objects' structure with grep/awk: the expected kinds, GPU limits only in the
-# gpu overlay, probe ports that the Service exposes, and a termination grace period
-# longer than the server's --drain-seconds. yamllint checks the YAML where installed.
-# No cluster and no PyPI packages. Usage: k8s_render_test.sh [REPO_ROOT]
+# Renders every overlay of deploy/k8s with `kubectl kustomize` (offline), validates every
+# rendered object against the Kubernetes schemas (k8s_schema_check.py, which also shows
+# that broken copies fail), and checks the objects' structure with grep/awk: the expected
+# kinds, GPU limits only in the gpu overlay, probe ports that the Service exposes, and a
+# termination grace period longer than the server's --drain-seconds. yamllint checks the
+# YAML where installed. No cluster and no PyPI packages.
+# Usage: k8s_render_test.sh [REPO_ROOT] [PYTHON]   (PYTHON: Debian's, with python3-jsonschema)
 set -uo pipefail
 root=${1:-$(cd "$(dirname "$0")/../.." && pwd)}
+python=${2:-/usr/bin/python3}
 k8s=$root/deploy/k8s
 if ! command -v kubectl >/dev/null; then
   echo "k8s_render: kubectl not found; skipped"
@@ -53,6 +56,8 @@ for overlay in "$k8s"/overlays/*/; do
     continue
   fi
   echo "k8s_render: $name rendered ($(grep -c '^kind: ' "$out") objects)"
+  "$python" "$root/tests/deploy/k8s_schema_check.py" --self-test "$root/tests/deploy/schemas" \
+    "$out" || fail "$name: schema validation"
   for kind in Deployment Service ConfigMap PodDisruptionBudget HorizontalPodAutoscaler ServiceMonitor; do
     grep -q "^kind: $kind\$" "$out" || fail "$name: no $kind"
   done

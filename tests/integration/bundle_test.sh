@@ -2,7 +2,9 @@
 # The release bundle (deploy/make_bundle.sh) unpacked into an empty directory runs with a
 # clean environment: every library the binaries load that is not the C runtime resolves
 # inside the bundle, moe-generate generates with the bundled default model, and
-# moe-server starts, prints its ports and exits 0 on SIGTERM.
+# moe-server starts, prints its ports, passes the container image's HEALTHCHECK command
+# (deploy/docker/Dockerfile, run here as written but for the port) and exits 0 on SIGTERM,
+# after which the HEALTHCHECK fails.
 # Usage: bundle_test.sh BUILD_DIR
 set -euo pipefail
 build=$(cd "${1:?usage: bundle_test.sh BUILD_DIR}" && pwd)
@@ -56,9 +58,28 @@ done
 grep -q "grpc listening on" "$work/server.out" || fail "moe-server printed no ports: $(cat "$work/server.err")"
 grep -q "loaded $dir/share/moe-serve/models/default" "$work/server.err" ||
   fail "moe-server did not load the bundled default model: $(cat "$work/server.err")"
+
+# 4. The image's HEALTHCHECK: the exec-form CMD of deploy/docker/Dockerfile, with the
+#    image's HTTP port 8000 replaced by the one this server took.
+http_port=$(sed -n 's/.*http listening on .*:\([0-9][0-9]*\)$/\1/p' "$work/server.out")
+[ -n "$http_port" ] || fail "no HTTP port in: $(cat "$work/server.out")"
+healthcheck=$(python3 -c '
+import json, re, sys
+text = open(sys.argv[1]).read().replace("\\\n", " ")
+cmd = json.loads(re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.M).group(1))
+assert cmd[:2] == ["bash", "-c"], cmd
+print(cmd[2].replace("/8000", "/" + sys.argv[2]))' "$root/deploy/docker/Dockerfile" "$http_port") ||
+  fail "no exec-form HEALTHCHECK CMD in deploy/docker/Dockerfile"
+case "$healthcheck" in *"/$http_port"*) ;; *) fail "the HEALTHCHECK does not use port 8000: $healthcheck" ;; esac
+env -i PATH=/usr/bin:/bin timeout 5 bash -c "$healthcheck" ||
+  fail "the Dockerfile HEALTHCHECK fails against a live moe-server: $healthcheck"
+echo "bundle_test: the image HEALTHCHECK passes against the live server"
+
 kill -TERM "$server"
 status=0
 wait "$server" || status=$?
 server=""
 [ "$status" -eq 0 ] || fail "moe-server exited $status after SIGTERM"
+! env -i PATH=/usr/bin:/bin timeout 5 bash -c "$healthcheck" 2>/dev/null ||
+  fail "the Dockerfile HEALTHCHECK passes with no server"
 echo "bundle_test: 1 passed, 0 failed"

@@ -2,6 +2,7 @@
 // counts match the request and which promtool accepts.
 #include <httplib.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +12,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <unistd.h>
@@ -25,6 +27,25 @@ namespace moe::testing {
 namespace {
 
 using ::testing::HasSubstr;
+
+// The number of parameters in a safetensors file, read from its JSON header.
+int64_t SafetensorsParameterCount(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  uint64_t header_size = 0;
+  if (!in.read(reinterpret_cast<char*>(&header_size), sizeof(header_size))) return -1;
+  std::string header(header_size, '\0');
+  if (!in.read(header.data(), static_cast<std::streamsize>(header_size))) return -1;
+  const nlohmann::json j = nlohmann::json::parse(header, nullptr, false);
+  if (!j.is_object()) return -1;
+  int64_t total = 0;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__") continue;
+    int64_t n = 1;
+    for (const auto& d : it.value()["shape"]) n *= d.get<int64_t>();
+    total += n;
+  }
+  return total;
+}
 
 class HttpServerTest : public ::testing::Test {
  protected:
@@ -69,6 +90,15 @@ TEST_F(HttpServerTest, CompletionThenMetricsScrapeThatPromtoolAccepts) {
   EXPECT_THAT(text, HasSubstr("moe_inter_token_latency_seconds_count 11"));
   EXPECT_THAT(text, HasSubstr("moe_expert_tokens_total{expert=\"0\",layer=\"0\"}"));
   EXPECT_THAT(text, HasSubstr("moe_expert_load_imbalance{layer=\"3\"}"));
+  // The CPU backend holds every weight resident in fp32: 4 bytes per parameter of
+  // models/default/model.safetensors, and nothing streams through the offload ring.
+  const int64_t params =
+      SafetensorsParameterCount(std::string(MOE_SOURCE_DIR) + "/models/default/model.safetensors");
+  ASSERT_GT(params, 0);
+  EXPECT_THAT(text,
+              HasSubstr("moe_weight_bytes{placement=\"resident\"} " + std::to_string(4 * params)));
+  EXPECT_THAT(text, HasSubstr("moe_weight_bytes{placement=\"streamed\"} 0"));
+  EXPECT_THAT(text, HasSubstr("moe_offload_bytes_total 0"));
 
   // promtool (Debian package prometheus) checks the exposition format and conventions.
   const std::string path =
@@ -135,6 +165,42 @@ TEST_F(HttpServerTest, GrafanaDashboardQueriesOnlyExportedMetrics) {
     EXPECT_TRUE(exported.count(name) != 0)
         << "the dashboard queries " << name << ", which moe-server does not export";
   }
+
+  // Every panel query is valid PromQL: promtool parses each as a recording rule, with
+  // Grafana's variables given values. A broken query must fail the same check.
+  auto promql_ok = [](const std::vector<std::string>& queries, const std::string& name) {
+    std::string rules = "groups:\n  - name: dashboard\n    rules:\n";
+    for (size_t i = 0; i < queries.size(); ++i) {
+      std::string q = std::regex_replace(queries[i], std::regex(R"(\$__rate_interval)"), "1m");
+      q = std::regex_replace(q, std::regex(R"(\$job\b)"), ".+");
+      // A JSON string is a YAML double-quoted scalar.
+      rules += "      - record: dashboard:q" + std::to_string(i) +
+               "\n        expr: " + nlohmann::json(q).dump() + "\n";
+    }
+    const std::string path =
+        (std::filesystem::path(::testing::TempDir()) / (name + std::to_string(getpid()) + ".yml"))
+            .string();
+    std::ofstream(path) << rules;
+    const bool ok =
+        std::system(("promtool check rules " + path + " > " + path + ".log 2>&1").c_str()) == 0;
+    std::ifstream log_file(path + ".log");
+    std::stringstream log;
+    log << log_file.rdbuf();
+    std::filesystem::remove(path);
+    std::filesystem::remove(path + ".log");
+    return std::make_pair(ok, log.str());
+  };
+  std::vector<std::string> promql;  // label_values(...) is Grafana's, for the variables
+  for (const std::string& e : exprs) {
+    if (e.rfind("label_values(", 0) != 0) promql.push_back(e);
+  }
+  EXPECT_GE(promql.size(), 20u);
+  const auto [dashboard_ok, dashboard_log] = promql_ok(promql, "dashboard_rules");
+  EXPECT_TRUE(dashboard_ok) << "a dashboard query is not valid PromQL:\n" << dashboard_log;
+  const auto [broken_ok, broken_log] =
+      promql_ok({"sum(rate(moe_generation_tokens_total[1m])"}, "broken_rule");
+  EXPECT_FALSE(broken_ok) << "promtool accepted an unbalanced parenthesis:\n" << broken_log;
+  EXPECT_THAT(broken_log, HasSubstr("parse error"));
 }
 
 // The same checks as tests/unit/http_service_test.cc runs in-process, here through the
