@@ -189,7 +189,7 @@ TEST_F(HttpServiceTest, ChatWithTheChatMlTemplate) {
       content += e["choices"][0]["delta"]["content"].get<std::string>();
     }
   }
-  EXPECT_EQ(content, choice["message"]["content"]);
+  EXPECT_EQ(content, choice["message"]["content"].get<std::string>());
   EXPECT_EQ(events.back()["choices"][0]["finish_reason"], choice["finish_reason"]);
   EXPECT_EQ(events.back()["usage"], reply["usage"]);
 }
