@@ -62,8 +62,14 @@ case ${user%%:*} in
 esac
 grep -q '^VOLUME \["/models"\]' <<<"$final" || fail "no VOLUME /models"
 help=$("$server" --help) || fail "$server --help failed"
-grpc_port=$(sed -n 's/.*--grpc-port INT.*=\([0-9][0-9]*\)$/\1/p' <<<"$help")
-http_port=$(sed -n 's/.*--http-port INT.*=\([0-9][0-9]*\)$/\1/p' <<<"$help")
+# The default of a flag: CLI11 2.3 prints `--grpc-port INT:INT in [0 - 65535]=50051`,
+# CLI11 2.4 `--grpc-port INT:INT in [0 - 65535] [50051]`; drop the range, take the number.
+flag_default() {
+  grep -- "--$1 " <<<"$help" | sed -e 's/\[-\{0,1\}[0-9]* - [0-9]*\]//' |
+    grep -oE '(=|\[)[0-9]+' | head -1 | tr -d '=['
+}
+grpc_port=$(flag_default grpc-port)
+http_port=$(flag_default http-port)
 [ -n "$grpc_port" ] && [ -n "$http_port" ] || fail "no port defaults in moe-server --help"
 expose=" $(awk '$1 == "EXPOSE" { $1 = ""; print }' <<<"$final" | xargs) "
 for p in "$grpc_port" "$http_port"; do
