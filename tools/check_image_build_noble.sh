@@ -62,7 +62,9 @@ stage runtime
 rm -rf "$work/runtime/opt/moe-serve" && mkdir -p "$work/runtime/opt/moe-serve"
 tar -C "$work/runtime/opt/moe-serve" --strip-components=1 -xzf "$tarball"
 run() { chroot --userspec=10001:10001 "$work/runtime" env -i PATH=/opt/moe-serve/bin:/usr/bin:/bin "$@"; }
-run moe-server --host 127.0.0.1 --grpc-port 0 --http-port 0 >"$work/server.out" 2>"$work/server.err" &
+# chroot execs env, which execs moe-server: $! is the server's pid, SIGTERM reaches it.
+chroot --userspec=10001:10001 "$work/runtime" env -i PATH=/opt/moe-serve/bin:/usr/bin:/bin \
+  moe-server --host 127.0.0.1 --grpc-port 0 --http-port 0 >"$work/server.out" 2>"$work/server.err" &
 server=$!
 for _ in $(seq 100); do grep -q "http listening" "$work/server.out" && break; sleep 0.2; done
 grpc=$(sed -n 's/.*grpc listening on \(.*\)$/\1/p' "$work/server.out")
@@ -75,5 +77,8 @@ text = open(sys.argv[1]).read().replace("\\\n", " ")
 cmd = json.loads(re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.M).group(1))
 print(cmd[2].replace("/8000", "/" + sys.argv[2]))' "$root/deploy/docker/Dockerfile" "$http_port")
 run bash -c "$healthcheck" && echo "HEALTHCHECK passed (uid 10001, bare noble)"
-kill -TERM "$server"; wait "$server"; server=""
+kill -TERM "$server"
+status=0; wait "$server" || status=$?; server=""
+[ "$status" -eq 0 ] || { echo "moe-server exited $status after SIGTERM" >&2; exit 1; }
+! run bash -c "$healthcheck" 2>/dev/null || { echo "HEALTHCHECK passes with no server" >&2; exit 1; }
 echo "check_image_build_noble: build and runtime stages passed"
