@@ -3,6 +3,7 @@
 # is not part of the C runtime (glibc) into one tarball that runs from any directory:
 #
 #   moe-serve-<version>-linux-x86_64/
+#     BUNDLE     what it is and what it needs (the minimum glibc)
 #     bin/       the binaries, linked with RPATH $ORIGIN/../lib (CMakeLists.txt)
 #     lib/       gRPC, Protobuf, Abseil, OpenBLAS, prometheus-cpp, ...
 #     share/moe-serve/models/default   the default model
@@ -49,6 +50,19 @@ for f in "$dir"/bin/*; do
     { echo "make_bundle: $f has no RPATH \$ORIGIN/../lib (rebuild with this CMakeLists.txt)" >&2; exit 1; }
 done
 cp -r "$root/models/default" "$dir/share/moe-serve/models/"
+
+# The C runtime is not bundled, so the bundle needs a glibc at least as new as the newest
+# symbol version any of its files asks for: the build machine's, in practice.
+glibc_min=$(for f in "$dir"/bin/* "$dir"/lib/*; do objdump -T "$f"; done 2>/dev/null |
+  grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)
+[ -n "$glibc_min" ] || { echo "make_bundle: no GLIBC symbol versions found (objdump)" >&2; exit 1; }
+{
+  echo "moe-serve ${version:-dev} linux-x86_64"
+  echo "built on: $(. /etc/os-release && echo "$PRETTY_NAME")"
+  echo "requires: glibc >= $glibc_min, x86-64; for a CUDA build also the NVIDIA driver and"
+  echo "          the CUDA runtime and cuBLAS of the toolkit it was built with"
+  echo "libraries: $(cd "$dir/lib" && ls | tr '\n' ' ')"
+} >"$dir/BUNDLE"
 
 mkdir -p "$out"
 tar -C "$stage" -czf "$out/$name.tar.gz" "$name"

@@ -41,6 +41,18 @@ for b in moe-server moe-generate moe-client; do
 done
 echo "bundle_test: ldd resolves every non-libc library inside the bundle"
 
+# BUNDLE names the minimum glibc: every GLIBC_ symbol version the files ask for is at most
+# that, and this machine's glibc (which runs it below) is at least that.
+glibc_min=$(sed -n 's/^requires: glibc >= \([0-9.]*\),.*/\1/p' "$dir/BUNDLE")
+[ -n "$glibc_min" ] || fail "BUNDLE names no minimum glibc: $(cat "$dir/BUNDLE")"
+newest=$(for f in "$dir"/bin/* "$dir"/lib/*; do objdump -T "$f"; done 2>/dev/null |
+  grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1)
+[ "$newest" = "$glibc_min" ] || fail "BUNDLE says glibc >= $glibc_min, the files need $newest"
+host=$(getconf GNU_LIBC_VERSION | awk '{ print $2 }')
+[ "$(printf '%s\n%s\n' "$glibc_min" "$host" | sort -V | head -1)" = "$glibc_min" ] ||
+  fail "this machine's glibc $host is older than the bundle's minimum $glibc_min"
+echo "bundle_test: BUNDLE requires glibc >= $glibc_min (this machine: $host)"
+
 # 2. moe-generate with the bundled default model, clean environment.
 out=$(env -i PATH=/usr/bin:/bin "$dir/bin/moe-generate" --prompt "In the beginning" \
       --max-tokens 8 2>&1) || fail "moe-generate exited non-zero: $out"
