@@ -21,6 +21,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "engine/safetensors.h"
 #include "tests/integration/server_process.h"
 
 namespace moe::testing {
@@ -28,22 +29,12 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// The number of parameters in a safetensors file, read from its JSON header.
+// The number of parameters in a safetensors file, through the engine's safetensors reader.
 int64_t SafetensorsParameterCount(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  uint64_t header_size = 0;
-  if (!in.read(reinterpret_cast<char*>(&header_size), sizeof(header_size))) return -1;
-  std::string header(header_size, '\0');
-  if (!in.read(header.data(), static_cast<std::streamsize>(header_size))) return -1;
-  const nlohmann::json j = nlohmann::json::parse(header, nullptr, false);
-  if (!j.is_object()) return -1;
+  absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
+  if (!file.ok()) return -1;
   int64_t total = 0;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    if (it.key() == "__metadata__") continue;
-    int64_t n = 1;
-    for (const auto& d : it.value()["shape"]) n *= d.get<int64_t>();
-    total += n;
-  }
+  for (const auto& [name, tensor] : (*file)->tensors()) total += tensor.numel();
   return total;
 }
 
