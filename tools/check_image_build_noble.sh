@@ -71,11 +71,8 @@ grpc=$(sed -n 's/.*grpc listening on \(.*\)$/\1/p' "$work/server.out")
 http_port=$(sed -n 's/.*http listening on .*:\([0-9]*\)$/\1/p' "$work/server.out")
 [ -n "$grpc" ] && [ -n "$http_port" ] || { cat "$work/server.err"; exit 1; }
 run moe-client generate --target "$grpc" --prompt "In the beginning" --max-tokens 16 --temperature 0
-healthcheck=$(python3 -c '
-import json, re, sys
-text = open(sys.argv[1]).read().replace("\\\n", " ")
-cmd = json.loads(re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.M).group(1))
-print(cmd[2].replace("/8000", "/" + sys.argv[2]))' "$root/deploy/docker/Dockerfile" "$http_port")
+healthcheck=$(python3 "$root/tests/deploy/dockerfile_healthcheck.py" \
+  "$root/deploy/docker/Dockerfile" "$http_port")
 run bash -c "$healthcheck" && echo "HEALTHCHECK passed (uid 10001, bare noble)"
 kill -TERM "$server"
 status=0; wait "$server" || status=$?; server=""

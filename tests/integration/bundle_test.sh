@@ -75,12 +75,8 @@ grep -q "loaded $dir/share/moe-serve/models/default" "$work/server.err" ||
 #    image's HTTP port 8000 replaced by the one this server took.
 http_port=$(sed -n 's/.*http listening on .*:\([0-9][0-9]*\)$/\1/p' "$work/server.out")
 [ -n "$http_port" ] || fail "no HTTP port in: $(cat "$work/server.out")"
-healthcheck=$(python3 -c '
-import json, re, sys
-text = open(sys.argv[1]).read().replace("\\\n", " ")
-cmd = json.loads(re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", text, re.M).group(1))
-assert cmd[:2] == ["bash", "-c"], cmd
-print(cmd[2].replace("/8000", "/" + sys.argv[2]))' "$root/deploy/docker/Dockerfile" "$http_port") ||
+healthcheck=$(python3 "$root/tests/deploy/dockerfile_healthcheck.py" \
+  "$root/deploy/docker/Dockerfile" "$http_port") ||
   fail "no exec-form HEALTHCHECK CMD in deploy/docker/Dockerfile"
 case "$healthcheck" in *"/$http_port"*) ;; *) fail "the HEALTHCHECK does not use port 8000: $healthcheck" ;; esac
 env -i PATH=/usr/bin:/bin timeout 5 bash -c "$healthcheck" ||
