@@ -9,7 +9,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "engine/absl_compat.h"
+#include "base/absl_compat.h"
 
 namespace moe::client {
 namespace {

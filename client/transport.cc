@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "engine/absl_compat.h"
+#include "base/absl_compat.h"
 #include "httplib.h"
 #include "moe/v1/serving.grpc.pb.h"
 

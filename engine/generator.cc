@@ -6,8 +6,8 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/checkpoint.h"
-#include "engine/status_macros.h"
 
 namespace moe {
 

@@ -13,7 +13,7 @@
 #include "engine/model.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moe {
 

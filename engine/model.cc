@@ -5,9 +5,9 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/checkpoint.h"
 #include "engine/models/registry.h"
-#include "engine/status_macros.h"
 #include "kernels/cpu/attention.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/cpu/ops.h"

@@ -8,9 +8,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "base/status_macros.h"
 #include "engine/models/json_util.h"
 #include "engine/models/registry.h"
-#include "engine/status_macros.h"
 
 namespace moe {
 namespace {

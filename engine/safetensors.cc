@@ -17,8 +17,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "engine/absl_compat.h"
-#include "engine/status_macros.h"
+#include "base/absl_compat.h"
+#include "base/status_macros.h"
 #include "nlohmann/json.hpp"
 
 namespace moe {

@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "engine/absl_compat.h"
+#include "base/absl_compat.h"
 
 namespace moe::server {
 namespace {

@@ -1,7 +1,7 @@
 // Chat messages -> prompt text, for /v1/chat/completions. We do not run Jinja: the
 // checkpoint's tokenizer_config.json "chat_template" is classified into one of the
 // built-in families below, which are rendered in C++ exactly as the reference Jinja
-// templates render them (tests/unit/chat_template_test.cc holds jinja2's output). Any
+// templates render them (tests/server/chat_template_test.cc holds jinja2's output). Any
 // other template, or none, is unsupported and Render() says so (HTTP 400).
 #pragma once
 

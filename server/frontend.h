@@ -7,14 +7,14 @@
 #include <string>
 
 #include "absl/status/statusor.h"
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 
 namespace moe::server {
 
 struct FrontendOptions {
-  Engine* engine = nullptr;  // not owned; outlives the front end
-  std::string host;          // address to bind
-  int port = 0;              // 0: a free port the kernel picks
+  ServingEngine* engine = nullptr;  // not owned; outlives the front end
+  std::string host;                 // address to bind
+  int port = 0;                     // 0: a free port the kernel picks
 };
 
 class Frontend {

@@ -11,7 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/absl_compat.h"
+#include "base/absl_compat.h"
 #include "grpc/health/v1/health.pb.h"
 #include "moe/v1/serving.grpc.pb.h"
 #include "server/status_mapping.h"
@@ -72,7 +72,7 @@ std::optional<SteadyTime> CallDeadline(const grpc::CallbackServerContext& contex
 class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                            public std::enable_shared_from_this<GenerateCall> {
  public:
-  GenerateCall(Engine* engine, grpc::CallbackServerContext* context)
+  GenerateCall(ServingEngine* engine, grpc::CallbackServerContext* context)
       : engine_(engine), context_(context) {}
 
   // Parses, validates and submits; finishes the call at once on a bad request.
@@ -189,7 +189,7 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
     Finish(status);
   }
 
-  Engine* const engine_;
+  ServingEngine* const engine_;
   grpc::CallbackServerContext* const context_;
   std::shared_ptr<GenerateCall> self_;
 
@@ -206,7 +206,7 @@ class ServingService final
     : public v1::Serving::WithRawCallbackMethod_Generate<
           v1::Serving::WithRawCallbackMethod_Tokenize<v1::Serving::CallbackService>> {
  public:
-  explicit ServingService(Engine* engine) : engine_(engine) {}
+  explicit ServingService(ServingEngine* engine) : engine_(engine) {}
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request) override {
@@ -269,7 +269,7 @@ class ServingService final
   grpc::ServerUnaryReactor* GetServerStatus(grpc::CallbackServerContext* context,
                                             const v1::GetServerStatusRequest* /*request*/,
                                             v1::GetServerStatusResponse* response) override {
-    const EngineStatus s = engine_->Status();
+    const ServingStatus s = engine_->Status();
     response->set_running(s.running);
     response->set_waiting(s.waiting);
     response->set_kv_blocks_used(s.kv_blocks_used);
@@ -297,13 +297,13 @@ class ServingService final
     return absl::OkStatus();
   }
 
-  Engine* const engine_;
+  ServingEngine* const engine_;
 };
 
 }  // namespace
 
 absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& request,
-                                                const Engine& engine,
+                                                const ServingEngine& engine,
                                                 std::optional<SteadyTime> deadline) {
   const ModelConfig& config = engine.config();
   const int vocab = config.vocab_size;
@@ -413,7 +413,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
 }
 
 struct GrpcServer::Impl {
-  explicit Impl(Engine* engine) : service(engine) {}
+  explicit Impl(ServingEngine* engine) : service(engine) {}
 
   ServingService service;
   std::unique_ptr<grpc::Server> server;
@@ -421,7 +421,7 @@ struct GrpcServer::Impl {
   std::once_flag shutdown_once;
 };
 
-absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(Engine* engine,
+absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingEngine* engine,
                                                               const GrpcServerOptions& options) {
   // Process-wide switches; they take effect for servers built after them.
   grpc::EnableDefaultHealthCheckService(true);

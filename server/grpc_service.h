@@ -1,8 +1,8 @@
 // The gRPC front end (DESIGN.md sections 2 and 7): the moe.v1.Serving service over one
-// Engine, gRPC's standard grpc.health.v1 service and server reflection, on one port.
+// ServingEngine, gRPC's standard grpc.health.v1 service and server reflection, on one port.
 // It uses gRPC's callback API: a Generate stream is a reactor woken by the engine's
 // on_event callback, so thousands of streams need no thread each. Requests are
-// validated and tokenized here, on gRPC's threads, before Engine::Submit.
+// validated and tokenized here, on gRPC's threads, before ServingEngine::Submit.
 #pragma once
 
 #include <chrono>
@@ -12,7 +12,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 
 namespace moe::v1 {
 class GenerateRequest;
@@ -33,7 +33,7 @@ class GrpcServer {
  public:
   // Binds, starts serving and reports SERVING on health. `engine` is not owned and must
   // outlive the GrpcServer.
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(Engine* engine,
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(ServingEngine* engine,
                                                            const GrpcServerOptions& options);
   ~GrpcServer();  // Shutdown with no grace if not done yet
 
@@ -56,7 +56,7 @@ class GrpcServer {
 // documents. InvalidArgument for bad input, Unimplemented for self_contrast.
 // `deadline` becomes the engine request's deadline.
 absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& request,
-                                                const Engine& engine,
+                                                const ServingEngine& engine,
                                                 std::optional<SteadyTime> deadline);
 
 }  // namespace moe::server

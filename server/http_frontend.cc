@@ -7,14 +7,14 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/absl_compat.h"
+#include "base/absl_compat.h"
 
 namespace moe::server {
 namespace {
 
 class HttpFrontend : public Frontend {
  public:
-  HttpFrontend(Engine& engine, HttpOptions options) : service_(engine, std::move(options)) {
+  HttpFrontend(ServingEngine& engine, HttpOptions options) : service_(engine, std::move(options)) {
     service_.Register(server_);
   }
   ~HttpFrontend() override { Shutdown(std::chrono::milliseconds(0)); }

@@ -12,12 +12,12 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "engine/absl_compat.h"
-#include "engine/tokenizer.h"
-#include "scheduler/engine.h"
+#include "base/absl_compat.h"
+#include "scheduler/serving_engine.h"
 #include "server/chat_template.h"
 #include "server/openai_protocol.h"
 #include "server/status_mapping.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moe::server {
 namespace {
@@ -189,7 +189,7 @@ class SseWriter {
 }  // namespace
 
 struct HttpService::Impl {
-  Engine& engine;
+  ServingEngine& engine;
   HttpOptions options;
   ModelLimits limits;
   ChatTemplate chat_template;
@@ -197,7 +197,7 @@ struct HttpService::Impl {
   std::atomic<bool> serving{true};
   std::atomic<int> in_flight{0};
 
-  Impl(Engine& e, HttpOptions o)
+  Impl(ServingEngine& e, HttpOptions o)
       : engine(e), options(std::move(o)), chat_template(ChatTemplate::FromModelDir(e.model_dir())) {
     if (options.served_model_name.empty()) options.served_model_name = BaseName(e.model_dir());
     limits.served_name = options.served_model_name;
@@ -340,7 +340,7 @@ struct HttpService::Impl {
   }
 };
 
-HttpService::HttpService(Engine& engine, HttpOptions options)
+HttpService::HttpService(ServingEngine& engine, HttpOptions options)
     : impl_(std::make_unique<Impl>(engine, std::move(options))) {}
 
 HttpService::~HttpService() = default;

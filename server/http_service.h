@@ -1,6 +1,6 @@
 // The OpenAI-compatible HTTP front end (DESIGN.md section 7) on cpp-httplib: parses and
 // validates on httplib's worker threads, tokenizes there, and exchanges only plain
-// structs with the Engine (STYLE.md item 4).
+// structs with the ServingEngine (STYLE.md item 4).
 //
 //   POST /v1/completions, POST /v1/chat/completions  (SSE with "stream": true)
 //   GET  /v1/models, GET /v1/models/{name}
@@ -23,7 +23,7 @@ class Server;
 }
 
 namespace moe {
-class Engine;
+class ServingEngine;
 }
 
 namespace moe::server {
@@ -37,7 +37,7 @@ struct HttpOptions {
   // /v1/completions without max_tokens (OpenAI's default is 16).
   int default_max_tokens = 16;
   // Cap on a request's max_tokens, and the default of chat requests; 0: the context.
-  // Set it to EngineOptions::max_tokens when that is set.
+  // Set it to ServingOptions::max_tokens when that is set.
   int max_tokens_limit = 0;
   // A non-streaming request is aborted (504) after this long: httplib 0.11 cannot tell
   // the handler that its client went away, so this bounds the work of an abandoned one.
@@ -55,7 +55,7 @@ struct HttpOptions {
 class HttpService {
  public:
   // `engine` must outlive this service, and the service the httplib::Server using it.
-  HttpService(Engine& engine, HttpOptions options);
+  HttpService(ServingEngine& engine, HttpOptions options);
   ~HttpService();
   HttpService(const HttpService&) = delete;
   HttpService& operator=(const HttpService&) = delete;

@@ -151,7 +151,7 @@ struct Metrics::Impl {
 Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
 Metrics::~Metrics() = default;
 
-std::string Metrics::Scrape(const EngineStatus& status) {
+std::string Metrics::Scrape(const ServingStatus& status) {
   std::lock_guard<std::mutex> lock(impl_->scrape_mu);
   impl_->running.Set(status.running);
   impl_->waiting.Set(status.waiting);

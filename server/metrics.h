@@ -1,29 +1,29 @@
 // Prometheus metrics (prefix moe_) through prometheus-cpp: the engine reports through
-// EngineObserver on its thread; gauges of the engine's state are refreshed at scrape.
+// ServingObserver on its thread; gauges of the engine's state are refreshed at scrape.
 #pragma once
 
 #include <cstdint>
 #include <memory>
 #include <string>
 
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 
 namespace moe::server {
 
-class Metrics final : public EngineObserver {
+class Metrics final : public ServingObserver {
  public:
   Metrics();
   ~Metrics() override;
 
   // The Prometheus text exposition format (version 0.0.4) of every metric, with the
   // gauges taken from `status` first. Thread-safe.
-  std::string Scrape(const EngineStatus& status);
+  std::string Scrape(const ServingStatus& status);
 
   // moe_weight_bytes{placement}: the loaded model's weight bytes held resident and
   // streamed through the offload ring. Set once after load.
   void SetWeightBytes(int64_t resident, int64_t streamed);
 
-  // EngineObserver
+  // ServingObserver
   void OnStep(const Step& step) override;
   void OnFirstToken(double ttft_seconds, double queue_seconds) override;
   void OnInterToken(double seconds) override;

@@ -6,9 +6,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/absl_compat.h"
-#include "engine/tokenizer.h"
+#include "base/absl_compat.h"
 #include "server/status_mapping.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moe::server {
 namespace {

@@ -1,6 +1,6 @@
 // The OpenAI-compatible request bodies: JSON -> validated engine requests, and the error
 // body. Pure functions (no engine, no sockets) so every bad input has a table test
-// (tests/unit/openai_protocol_test.cc).
+// (tests/server/openai_protocol_test.cc).
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/status/status.h"
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 #include "server/chat_template.h"
 
 namespace moe {

@@ -18,7 +18,7 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/generator.h"
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 #include "server/frontend.h"
 #include "server/grpc_service.h"
 #include "server/http_frontend.h"
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   std::string served_model_name;
   size_t max_body_bytes = 1 << 20;
   double drain_seconds = 30;
-  moe::EngineOptions engine_options;
+  moe::ServingOptions engine_options;
   app.add_option("--model", model_dir,
                  "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); "
                  "default: the bundled default model");
@@ -139,8 +139,8 @@ int main(int argc, char** argv) {
   // The CPU backend holds every weight resident, in fp32.
   metrics->SetWeightBytes(loaded->model->num_parameters() * static_cast<int64_t>(sizeof(float)), 0);
   engine_options.observer = metrics;
-  absl::StatusOr<std::unique_ptr<moe::Engine>> engine =
-      moe::Engine::Create(*std::move(loaded), engine_options);
+  absl::StatusOr<std::unique_ptr<moe::ServingEngine>> engine =
+      moe::ServingEngine::Create(*std::move(loaded), engine_options);
   if (!engine.ok()) {
     std::cerr << "moe-server: " << engine.status().message() << "\n";
     return 1;
@@ -167,7 +167,7 @@ int main(int argc, char** argv) {
     http_options.served_model_name = served_model_name;
     http_options.max_body_bytes = max_body_bytes;
     http_options.max_tokens_limit = engine_options.max_tokens;
-    moe::Engine* engine_ptr = engine->get();
+    moe::ServingEngine* engine_ptr = engine->get();
     http_options.metrics_text = [metrics, engine_ptr] {
       return metrics->Scrape(engine_ptr->Status());
     };
@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
       break;
     }
   }
-  const moe::EngineStatus status = (*engine)->Status();
+  const moe::ServingStatus status = (*engine)->Status();
   if (!idle) {
     std::cerr << "moe-server: aborting " << status.running + status.waiting
               << " requests still live\n";

@@ -4,9 +4,9 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/models/json_util.h"
 #include "engine/models/registry.h"
-#include "engine/status_macros.h"
 
 namespace moe::models {
 namespace {

@@ -5,8 +5,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
 #include "engine/models/json_util.h"
-#include "engine/status_macros.h"
 
 namespace moe::models {
 

@@ -11,14 +11,14 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moe {
 namespace {
 
 namespace fs = std::filesystem;
 
-fs::path DataDir() { return fs::path(MOE_SOURCE_DIR) / "tests/golden/data/tokenizers"; }
+fs::path DataDir() { return fs::path(MOE_TEST_SOURCE_DIR) / "tests/golden/data/tokenizers"; }
 
 std::vector<std::string> TokenizerNames() {
   std::vector<std::string> names;

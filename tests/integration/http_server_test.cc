@@ -194,7 +194,7 @@ TEST_F(HttpServerTest, GrafanaDashboardQueriesOnlyExportedMetrics) {
   EXPECT_THAT(broken_log, HasSubstr("parse error"));
 }
 
-// The same checks as tests/unit/http_service_test.cc runs in-process, here through the
+// The same checks as tests/server/http_service_test.cc runs in-process, here through the
 // real binary's HTTP port: bad input gets its OpenAI error status and body, the server
 // keeps serving, and a stream ends with [DONE].
 TEST_F(HttpServerTest, BadInputOverTheRealServerAndStreaming) {

@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "engine/absl_compat.h"
+#include "base/absl_compat.h"
 
 namespace moe::unicode {
 

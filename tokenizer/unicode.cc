@@ -1,4 +1,4 @@
-#include "engine/unicode.h"
+#include "tokenizer/unicode.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

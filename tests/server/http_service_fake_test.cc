@@ -1,4 +1,4 @@
-// The HTTP service over a scripted Engine (no model run): engine statuses become 429/503,
+// The HTTP service over a scripted ServingEngine (no model run): engine statuses become 429/503,
 // readiness follows draining, a client that disconnects mid-stream cancels its request,
 // a stalled non-streaming request times out, body limits and unknown paths get OpenAI
 // error bodies.
@@ -15,11 +15,11 @@
 
 #include "engine/generator.h"
 #include "engine/model_config.h"
-#include "engine/tokenizer.h"
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 #include "server/http_frontend.h"
 #include "server/http_service.h"
-#include "tests/unit/http_test_util.h"
+#include "tests/server/http_test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moe::server {
 namespace {
@@ -79,7 +79,7 @@ class FakeStream : public RequestStream {
   int emitted_ = 0;
 };
 
-class FakeEngine : public Engine {
+class FakeEngine : public ServingEngine {
  public:
   FakeEngine() : dir_(DefaultModelDir()) {
     config_ = *LoadModelConfig(dir_);
@@ -94,8 +94,8 @@ class FakeEngine : public Engine {
     return stream;
   }
   bool Abort(const std::string&) override { return false; }
-  EngineStatus Status() const override {
-    EngineStatus s;
+  ServingStatus Status() const override {
+    ServingStatus s;
     s.draining = draining;
     return s;
   }

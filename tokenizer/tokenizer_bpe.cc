@@ -1,4 +1,4 @@
-#include "engine/tokenizer_bpe.h"
+#include "tokenizer/tokenizer_bpe.h"
 
 #include <queue>
 #include <utility>
@@ -6,7 +6,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "engine/unicode.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tokenizer_internal {
 

@@ -1,5 +1,5 @@
 // Decoders and post-processors of a tokenizer.json (see tokenizer_pipeline.h).
-#include "engine/tokenizer_pipeline.h"
+#include "tokenizer/tokenizer_pipeline.h"
 
 #include <algorithm>
 #include <optional>
@@ -12,8 +12,8 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
-#include "engine/status_macros.h"
-#include "engine/unicode.h"
+#include "base/status_macros.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tokenizer_internal {
 namespace {

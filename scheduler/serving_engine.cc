@@ -1,4 +1,4 @@
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 
 #include <algorithm>
 #include <atomic>
@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
+#include "base/status_macros.h"
 #include "scheduler/kv_lease.h"
 #include "scheduler/policy.h"
 #include "scheduler/stop_strings.h"
@@ -51,7 +51,7 @@ class Stream final : public RequestStream {
 
   bool cancelled() const { return cancelled_.load(); }
 
-  // Engine thread only.
+  // ServingEngine thread only.
   void Push(StreamEvent e) {
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -105,9 +105,10 @@ struct Sequence {
   }
 };
 
-class EngineImpl final : public Engine {
+class ServingEngineImpl final : public ServingEngine {
  public:
-  EngineImpl(LoadedModel model, const EngineOptions& options, std::unique_ptr<HostKvCache> kv)
+  ServingEngineImpl(LoadedModel model, const ServingOptions& options,
+                    std::unique_ptr<HostKvCache> kv)
       : lm_(std::move(model)),
         options_(options),
         observer_(options_.observer.get()),
@@ -123,7 +124,7 @@ class EngineImpl final : public Engine {
     thread_ = std::thread([this] { Loop(); });
   }
 
-  ~EngineImpl() override {
+  ~ServingEngineImpl() override {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stop_ = true;
@@ -165,9 +166,9 @@ class EngineImpl final : public Engine {
     return true;
   }
 
-  EngineStatus Status() const override {
+  ServingStatus Status() const override {
     std::lock_guard<std::mutex> lock(mu_);
-    EngineStatus s = status_;
+    ServingStatus s = status_;
     s.waiting = queued_;
     s.draining = draining_;
     return s;
@@ -333,7 +334,7 @@ class EngineImpl final : public Engine {
       AddToken(seq, token);
     }
     if (observer_) {
-      EngineObserver::Step step;
+      ServingObserver::Step step;
       step.seconds = Seconds(Clock::now() - step_start);
       step.num_tokens = batch.num_tokens();
       step.num_seqs = static_cast<int>(in_batch.size());
@@ -464,8 +465,8 @@ class EngineImpl final : public Engine {
   }
 
   LoadedModel lm_;
-  const EngineOptions options_;
-  EngineObserver* const observer_;  // options_.observer, or nullptr
+  const ServingOptions options_;
+  ServingObserver* const observer_;  // options_.observer, or nullptr
   std::unique_ptr<HostKvCache> kv_;
   sched::PolicyConfig policy_;
   int max_prompt_ = 0;
@@ -483,9 +484,9 @@ class EngineImpl final : public Engine {
   bool stop_ = false;
   int64_t next_id_ = 0;
   int64_t next_seq_ = 0;
-  EngineStatus status_;
+  ServingStatus status_;
 
-  // Engine thread only.
+  // ServingEngine thread only.
   std::vector<std::unique_ptr<Sequence>> running_;  // admission order
   std::deque<std::unique_ptr<Sequence>> waiting_;   // FCFS
   int64_t preemptions_ = 0;
@@ -495,10 +496,10 @@ class EngineImpl final : public Engine {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LoadedModel model,
-                                                       const EngineOptions& options) {
+absl::StatusOr<std::unique_ptr<ServingEngine>> ServingEngine::Create(
+    LoadedModel model, const ServingOptions& options) {
   if (model.model == nullptr || model.tokenizer == nullptr) {
-    return absl::InvalidArgumentError("Engine::Create: the model is not loaded");
+    return absl::InvalidArgumentError("ServingEngine::Create: the model is not loaded");
   }
   if (options.max_batched_tokens < 1 || options.max_seqs < 1 || options.max_queued < 1) {
     return absl::InvalidArgumentError(
@@ -513,7 +514,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(LoadedModel model,
   }
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<HostKvCache> kv,
                        HostKvCache::Create(model.model->KvShape(static_cast<int>(blocks))));
-  return std::unique_ptr<Engine>(new EngineImpl(std::move(model), options, std::move(kv)));
+  return std::unique_ptr<ServingEngine>(
+      new ServingEngineImpl(std::move(model), options, std::move(kv)));
 }
 
 }  // namespace moe

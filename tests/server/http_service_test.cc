@@ -1,4 +1,4 @@
-// The HTTP service end to end on the default model (label e2e): a real Engine, an
+// The HTTP service end to end on the default model (label e2e): a real ServingEngine, an
 // httplib::Server on 127.0.0.1 with a free port, driven by httplib::Client. Completions
 // (string and token prompts), SSE streaming, chat with the checkpoint's ChatML template,
 // models, tokenize/detokenize, every bad input with its status and error type (and the
@@ -13,9 +13,9 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/generator.h"
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 #include "server/http_service.h"
-#include "tests/unit/http_test_util.h"
+#include "tests/server/http_test_util.h"
 
 namespace moe::server {
 namespace {
@@ -32,7 +32,8 @@ class HttpServiceTest : public ::testing::Test {
   static void SetUpTestSuite() {
     absl::StatusOr<LoadedModel> model = LoadModelDir(DefaultModelDir());
     ASSERT_TRUE(model.ok()) << model.status();
-    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(std::move(*model), {});
+    absl::StatusOr<std::unique_ptr<ServingEngine>> engine =
+        ServingEngine::Create(std::move(*model), {});
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = engine->release();
     HttpOptions options;
@@ -73,12 +74,12 @@ class HttpServiceTest : public ::testing::Test {
     return events;
   }
 
-  static Engine* engine_;
+  static ServingEngine* engine_;
   static HttpService* service_;
   static TestHttpServer* server_;
 };
 
-Engine* HttpServiceTest::engine_ = nullptr;
+ServingEngine* HttpServiceTest::engine_ = nullptr;
 HttpService* HttpServiceTest::service_ = nullptr;
 TestHttpServer* HttpServiceTest::server_ = nullptr;
 

@@ -1,4 +1,4 @@
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <algorithm>
 #include <array>
@@ -12,10 +12,10 @@
 #include <unordered_map>
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "engine/status_macros.h"
-#include "engine/tokenizer_bpe.h"
-#include "engine/tokenizer_pipeline.h"
-#include "engine/unicode.h"
+#include "base/status_macros.h"
+#include "tokenizer/tokenizer_bpe.h"
+#include "tokenizer/tokenizer_pipeline.h"
+#include "tokenizer/unicode.h"
 
 namespace moe {
 namespace {

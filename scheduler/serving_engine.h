@@ -72,9 +72,9 @@ class RequestStream {
 
 // Hooks for metrics (server/metrics.h implements them with Prometheus). Called on the
 // engine thread: they must be cheap and must not block or call back into the engine.
-class EngineObserver {
+class ServingObserver {
  public:
-  virtual ~EngineObserver() = default;
+  virtual ~ServingObserver() = default;
   struct Step {
     double seconds = 0;  // the forward pass and sampling
     int num_tokens = 0;  // tokens in the flat batch
@@ -94,17 +94,17 @@ class EngineObserver {
   virtual void OnError() {}
 };
 
-struct EngineOptions {
-  std::shared_ptr<EngineObserver> observer;  // optional
-  int max_batched_tokens = 512;              // token budget of one step
-  int max_seqs = 64;                         // running sequences at most
-  int64_t kv_cache_bytes = 256ll << 20;      // KV pool size (16-token blocks)
-  int max_queued = 1024;                     // waiting requests at most; more: RESOURCE_EXHAUSTED
-  int max_prompt_tokens = 0;                 // 0: the model's context
+struct ServingOptions {
+  std::shared_ptr<ServingObserver> observer;  // optional
+  int max_batched_tokens = 512;               // token budget of one step
+  int max_seqs = 64;                          // running sequences at most
+  int64_t kv_cache_bytes = 256ll << 20;       // KV pool size (16-token blocks)
+  int max_queued = 1024;                      // waiting requests at most; more: RESOURCE_EXHAUSTED
+  int max_prompt_tokens = 0;                  // 0: the model's context
   int max_tokens = 0;  // cap on a request's max_tokens; 0: the model's context
 };
 
-struct EngineStatus {
+struct ServingStatus {
   int running = 0;
   int waiting = 0;
   int kv_blocks_total = 0;
@@ -114,12 +114,12 @@ struct EngineStatus {
   bool draining = false;
 };
 
-class Engine {
+class ServingEngine {
  public:
   // Takes the loaded model and starts the engine thread.
-  static absl::StatusOr<std::unique_ptr<Engine>> Create(LoadedModel model,
-                                                        const EngineOptions& options);
-  virtual ~Engine() = default;  // stops the thread; live requests end with kAbort
+  static absl::StatusOr<std::unique_ptr<ServingEngine>> Create(LoadedModel model,
+                                                               const ServingOptions& options);
+  virtual ~ServingEngine() = default;  // stops the thread; live requests end with kAbort
 
   // Validates and queues a request. `on_event` (optional) is called from the engine
   // thread after each event is queued, to wake an async front end; it must not block.
@@ -129,7 +129,7 @@ class Engine {
       GenerateRequest request, std::function<void()> on_event = nullptr) = 0;
   // Aborts a live request by id; false if none.
   virtual bool Abort(const std::string& id) = 0;
-  virtual EngineStatus Status() const = 0;
+  virtual ServingStatus Status() const = 0;
   // Stops admitting (Submit -> Unavailable); running and waiting requests go on.
   virtual void Drain() = 0;
   // Blocks until no request is live or `timeout` passes; true if idle.

@@ -15,7 +15,7 @@ TEST(MetricsTest, ObserverCallsShowUpInTheExposition) {
   Metrics m;
   // Two layers of four experts; layer 0 routes 6 tokens with a max of 3 -> 3 / 1.5 = 2.
   const std::vector<int32_t> routed = {3, 1, 1, 1, 0, 0, 0, 0};
-  EngineObserver::Step step;
+  ServingObserver::Step step;
   step.seconds = 0.02;
   step.num_tokens = 3;
   step.num_seqs = 2;
@@ -28,7 +28,7 @@ TEST(MetricsTest, ObserverCallsShowUpInTheExposition) {
   m.OnFinish(StopReason::kStop, {5, 7}, 1.5);
   m.OnFinish(StopReason::kAbort, {2, 1}, 0.5);
   m.OnPreemption();
-  EngineStatus status;
+  ServingStatus status;
   status.running = 2;
   status.waiting = 3;
   status.kv_blocks_total = 10;

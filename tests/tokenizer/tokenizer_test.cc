@@ -2,7 +2,7 @@
 // merge order, both merges formats, byte fallback, added tokens, post-processing, errors,
 // and streaming decode. Agreement with Hugging Face on real vocabularies is the golden
 // test's job (tests/golden/tokenizer_golden_test.cc).
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cstdio>
 #include <filesystem>

@@ -14,7 +14,7 @@
 #include <nlohmann/json_fwd.hpp>
 
 #include "absl/status/statusor.h"
-#include "engine/unicode.h"
+#include "tokenizer/unicode.h"
 
 namespace moe::tokenizer_internal {
 

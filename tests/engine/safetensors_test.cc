@@ -15,7 +15,7 @@
 #include "absl/status/status.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/unit/safetensors_bytes.h"
+#include "tests/engine/safetensors_bytes.h"
 
 namespace moe {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "engine/generator.h"
-#include "engine/tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 namespace moe::server {
 namespace {

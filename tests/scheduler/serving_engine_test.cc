@@ -1,7 +1,7 @@
 // The serving engine on the default model: continuous batching gives the same greedy
 // tokens as running each prompt alone (engine/generator.h), with chunked prefill and
 // preemption; cancellations, aborts and deadlines free every KV block.
-#include "scheduler/engine.h"
+#include "scheduler/serving_engine.h"
 
 #include <chrono>
 #include <random>
@@ -56,10 +56,10 @@ class EngineTest : public testing::Test {
     reference_ = nullptr;
   }
 
-  std::unique_ptr<Engine> MakeEngine(EngineOptions options = {}) {
+  std::unique_ptr<ServingEngine> MakeEngine(ServingOptions options = {}) {
     auto lm = LoadModelDir(DefaultModelDir());
     EXPECT_TRUE(lm.ok()) << lm.status();
-    auto engine = Engine::Create(std::move(*lm), options);
+    auto engine = ServingEngine::Create(std::move(*lm), options);
     EXPECT_TRUE(engine.ok()) << engine.status();
     return std::move(*engine);
   }
@@ -126,7 +126,7 @@ TEST_F(EngineTest, StreamsTheSameTokensAndTextAsTheBatchGenerator) {
 // with decodes, and a KV pool too small for all of them at once so some are preempted
 // and recomputed: every output equals the prompt run alone, and no block is left.
 TEST_F(EngineTest, ConcurrentChunkedAndPreemptedRequestsMatchTheirAloneOutputs) {
-  EngineOptions options;
+  ServingOptions options;
   options.max_batched_tokens = 24;
   options.max_seqs = 32;
   const KvCacheShape one = reference_->model->KvShape(1);
@@ -144,7 +144,7 @@ TEST_F(EngineTest, ConcurrentChunkedAndPreemptedRequestsMatchTheirAloneOutputs) 
     EXPECT_EQ(c.tokens, Alone(Encode(prompts[i]), 20)) << "prompt " << i << ": " << prompts[i];
   }
   ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
-  const EngineStatus st = engine->Status();
+  const ServingStatus st = engine->Status();
   EXPECT_GT(st.preemptions, 0) << "the pool was meant to force preemption";
   EXPECT_EQ(st.kv_blocks_used, 0);
   EXPECT_EQ(st.running, 0);
@@ -152,7 +152,7 @@ TEST_F(EngineTest, ConcurrentChunkedAndPreemptedRequestsMatchTheirAloneOutputs) 
 }
 
 TEST_F(EngineTest, ThousandRandomCancellationsLeakNoBlock) {
-  EngineOptions options;
+  ServingOptions options;
   options.max_seqs = 48;
   options.max_queued = 2000;
   auto engine = MakeEngine(options);
@@ -177,7 +177,7 @@ TEST_F(EngineTest, ThousandRandomCancellationsLeakNoBlock) {
   }
   EXPECT_GT(aborted, 500);
   ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
-  const EngineStatus st = engine->Status();
+  const ServingStatus st = engine->Status();
   EXPECT_EQ(st.kv_blocks_used, 0);
   EXPECT_EQ(st.running, 0);
   EXPECT_EQ(st.waiting, 0);
@@ -219,7 +219,7 @@ TEST_F(EngineTest, StopStringsStopTokensAndEos) {
 }
 
 TEST_F(EngineTest, BadRequestsAreRefusedWithTheirField) {
-  EngineOptions options;
+  ServingOptions options;
   options.max_queued = 4;
   auto engine = MakeEngine(options);
   const int vocab = engine->config().vocab_size;
@@ -262,7 +262,7 @@ TEST_F(EngineTest, BadRequestsAreRefusedWithTheirField) {
 }
 
 TEST_F(EngineTest, QueueFullIsResourceExhausted) {
-  EngineOptions options;
+  ServingOptions options;
   options.max_queued = 2;
   options.max_seqs = 1;
   auto engine = MakeEngine(options);
@@ -290,7 +290,7 @@ TEST_F(EngineTest, DeadlineInThePastAborts) {
 }
 
 // Counts what the engine reports to its observer (the metrics' source).
-class CountingObserver : public EngineObserver {
+class CountingObserver : public ServingObserver {
  public:
   void OnStep(const Step& step) override {
     ++steps;
@@ -321,7 +321,7 @@ class CountingObserver : public EngineObserver {
 TEST_F(EngineTest, ObserverSeesEveryStepTokenAndRequest) {
   auto observer = std::make_shared<CountingObserver>();
   observer->top_k = reference_->config.top_k;
-  EngineOptions options;
+  ServingOptions options;
   options.observer = observer;
   auto engine = MakeEngine(options);
   std::vector<std::shared_ptr<RequestStream>> streams;
