@@ -1,18 +1,19 @@
 // What grouping tokens by expert buys on the CPU (DESIGN.md section 3). Two ways to run
-// the same MoE layer, fp32 through OpenBLAS:
-//   Grouped:  Gating + Dispatch + ExpertFfn + Combine (kernels/cpu/moe.h): one GEMM per
-//             expert over all its rows, so an expert's weights are read once per step.
-//   PerToken: Gating, then for each token and each of its K experts the gate/up and down
-//             projections as GEMVs (cblas_sgemv) accumulated into the output: every
-//             (token, expert) pair reads that expert's weights again.
+// the same MoE layer on the CPU backend, with bf16 or fp32 expert weights:
+//   Grouped:  RunMoeLayer (engine/moe_layer.h): router GEMM, gating, dispatch, one GEMM
+//             per expert over all its rows (all experts in one parallel region), combine:
+//             an expert's weights are read once per step.
+//   PerToken: the router GEMM and gating, then for each token and each of its K experts
+//             the gate/up and down projections as one-row Linears accumulated into the
+//             output: every (token, expert) pair reads that expert's weights again.
 // Shapes: the default model (models/default/config.json when present, else hidden 256,
 // intermediate 256, 8 experts, top-2) and an OLMoE-like layer (hidden 2048, intermediate
-// 1024, 64 experts, top-8), at T = 1, 8, 64, 256 tokens. Random router logits, fixed
-// seed. Each expert has its own weights so the memory traffic is real (1.6 GB fp32 for
-// the OLMoE shape). Before the first timed run of a (shape, T) both paths are compared
-// and the program aborts if they disagree. Tokens/s is the items_per_second counter.
+// 1024, 64 experts, top-8), at T = 1, 8, 64, 256 tokens. Random weights, fixed seed; each
+// expert has its own, so the memory traffic is real (805 MB of bf16 experts for the OLMoE
+// shape). Before the first timed run of a (shape, dtype, T) both paths are compared and
+// the program aborts if they disagree. Tokens/s is items_per_second; bytes_per_second
+// counts the expert weights each path reads.
 #include <benchmark/benchmark.h>
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -26,18 +27,23 @@
 #include <mutex>
 #include <set>
 #include <string>
-#include <utility>
+#include <tuple>
 #include <vector>
 
+#include "engine/cpu_backend.h"
+#include "engine/expert_source.h"
+#include "engine/moe_layer.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/moe.h"
+#include "kernels/cpu/ops.h"
 #include "nlohmann/json.hpp"
 
 namespace {
 
-using moe::kernels::CombineParams;
-using moe::kernels::DispatchParams;
-using moe::kernels::ExpertFfnParams;
-using moe::kernels::GatingParams;
+namespace cpu = moe::kernels::cpu;
+using moe::kernels::DType;
+using moe::kernels::MatrixRef;
+using moe::kernels::WeightLayout;
 
 struct Shape {
   std::string name;
@@ -72,58 +78,66 @@ const Shape& GetShape(int index) {
   return kShapes[index];
 }
 
-// A 64-bit LCG (Knuth's MMIX constants): 1.6 GB of weights in about a second.
+// A 64-bit LCG (Knuth's MMIX constants): a gigabyte of weights in about a second.
 class Lcg {
  public:
   explicit Lcg(uint64_t seed) : state_(seed) {}
-  // Uniform in [-bound, bound).
-  float Uniform(float bound) {
+  float Uniform(float bound) {  // in [-bound, bound)
     state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;
-    const float u = static_cast<float>(state_ >> 40) * (1.f / 16777216.f);  // [0, 1)
+    const float u = static_cast<float>(state_ >> 40) * (1.f / 16777216.f);
     return (2.f * u - 1.f) * bound;
-  }
-  // Approximately standard normal (sum of 4 uniforms, variance matched).
-  float Normal() {
-    float sum = 0.f;
-    for (int i = 0; i < 4; ++i) sum += Uniform(1.f);
-    return sum * std::sqrt(3.f / 4.f);
   }
 
  private:
   uint64_t state_;
 };
 
-// Every expert's own weights: gate_up [2I, H] and down [H, I], Linear-initialised.
-struct Weights {
-  std::vector<std::vector<float>> gate_up;  // [E][2I * H]
-  std::vector<std::vector<float>> down;     // [E][H * I]
-  std::vector<const float*> gate_up_ptrs;   // [E]
-  std::vector<const float*> down_ptrs;      // [E]
+// A random Linear-initialised [rows, cols] matrix, packed for the CPU GEMM.
+struct Packed {
+  std::vector<char> bytes;
+  MatrixRef ref;
 };
 
-const Weights& GetWeights(int shape_index) {
+Packed RandomPacked(Lcg& rng, int64_t rows, int64_t cols, DType dtype) {
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  const float bound = 1.f / std::sqrt(static_cast<float>(cols));
+  for (float& v : w) v = rng.Uniform(bound);
+  Packed p;
+  p.bytes.resize(moe::kernels::MatrixBytes(dtype, WeightLayout::kPanels16, rows, cols));
+  const cpu::PackSource src{w.data(), cpu::SourceType::kF32, rows};
+  cpu::PackPanels(std::span(&src, 1), cols, dtype, p.bytes.data());
+  p.ref = {p.bytes.data(), dtype, WeightLayout::kPanels16, rows, cols};
+  return p;
+}
+
+// The router and every expert's own weights.
+struct Weights {
+  Packed router;                      // [E, H]
+  std::vector<Packed> gate_up, down;  // [E]: [2I, H], [H, I]
+  std::unique_ptr<moe::ResidentExperts> source;
+  int64_t expert_bytes = 0;  // one expert's
+};
+
+const Weights& GetWeights(int shape_index, DType dtype) {
   static std::mutex mu;
-  static std::map<int, std::unique_ptr<Weights>> cache;
+  static std::map<std::pair<int, DType>, std::unique_ptr<Weights>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  std::unique_ptr<Weights>& slot = cache[shape_index];
+  std::unique_ptr<Weights>& slot = cache[{shape_index, dtype}];
   if (slot == nullptr) {
     const Shape& s = GetShape(shape_index);
     slot = std::make_unique<Weights>();
     Lcg rng(12345 + shape_index);
-    const float gu_bound = 1.f / std::sqrt(static_cast<float>(s.hidden));
-    const float dn_bound = 1.f / std::sqrt(static_cast<float>(s.inter));
+    slot->router = RandomPacked(rng, s.experts, s.hidden, dtype);
+    std::vector<std::vector<MatrixRef>> gu(1), dn(1);
     for (int e = 0; e < s.experts; ++e) {
-      std::vector<float> gu(static_cast<size_t>(2) * s.inter * s.hidden);
-      for (float& v : gu) v = rng.Uniform(gu_bound);
-      std::vector<float> dn(static_cast<size_t>(s.hidden) * s.inter);
-      for (float& v : dn) v = rng.Uniform(dn_bound);
-      slot->gate_up.push_back(std::move(gu));
-      slot->down.push_back(std::move(dn));
+      slot->gate_up.push_back(RandomPacked(rng, 2 * s.inter, s.hidden, dtype));
+      slot->down.push_back(RandomPacked(rng, s.hidden, s.inter, dtype));
+      gu[0].push_back(slot->gate_up.back().ref);
+      dn[0].push_back(slot->down.back().ref);
     }
-    for (int e = 0; e < s.experts; ++e) {
-      slot->gate_up_ptrs.push_back(slot->gate_up[e].data());
-      slot->down_ptrs.push_back(slot->down[e].data());
-    }
+    slot->source = std::make_unique<moe::ResidentExperts>(gu, dn);
+    slot->expert_bytes =
+        static_cast<int64_t>(slot->gate_up[0].bytes.size() + slot->down[0].bytes.size());
   }
   return *slot;
 }
@@ -131,100 +145,85 @@ const Weights& GetWeights(int shape_index) {
 // One step's inputs and every buffer both paths need, allocated outside the timed loop.
 struct Layer {
   Layer(const Shape& s, const Weights& w, int tokens)
-      : shape(s), weights(w), T(tokens), P(static_cast<size_t>(tokens) * s.top_k) {
+      : shape(s), weights(w), T(tokens), ws(&backend) {
     Lcg rng(777 + tokens);
     x.resize(static_cast<size_t>(T) * s.hidden);
     for (float& v : x) v = rng.Uniform(1.f);
+    out.resize(x.size());
+    spec.hidden = s.hidden;
+    spec.inter = s.inter;
+    spec.num_experts = s.experts;
+    spec.top_k = s.top_k;
+    spec.renormalize = true;
+    spec.router = w.router.ref;
+    expert_tokens.resize(s.experts);
+    const size_t P = static_cast<size_t>(T) * s.top_k;
     logits.resize(static_cast<size_t>(T) * s.experts);
-    for (float& v : logits) v = rng.Normal();
     ids.resize(P);
     topk_w.resize(P);
-    offsets.resize(s.experts + 1);
-    sorted.resize(P);
-    pair_to_row.resize(P);
-    ws_x.resize(P * s.hidden);
-    ws_gate_up.resize(P * 2 * s.inter);
-    ws_act.resize(P * s.inter);
-    y.resize(P * s.hidden);
-    out.resize(static_cast<size_t>(T) * s.hidden);
     gate_up_vec.resize(2 * s.inter);
     act_vec.resize(s.inter);
+    y_vec.resize(s.hidden);
   }
 
-  void Route() {
-    GatingParams g;
-    g.router_logits = logits.data();
-    g.num_tokens = T;
-    g.num_experts = shape.experts;
-    g.top_k = shape.top_k;
-    g.renormalize = true;
-    g.topk_ids = ids.data();
-    g.topk_weights = topk_w.data();
-    moe::kernels::Gating(g);
+  // Expert weight bytes the grouped path read in its last run.
+  int64_t GroupedBytes() const {
+    int64_t n = 0;
+    for (int32_t c : expert_tokens) n += c > 0;
+    return n * weights.expert_bytes;
   }
 
   void RunGrouped() {
-    Route();
-    DispatchParams d;
-    d.topk_ids = ids.data();
-    d.num_tokens = T;
-    d.top_k = shape.top_k;
-    d.num_experts = shape.experts;
-    d.expert_offsets = offsets.data();
-    d.sorted_pairs = sorted.data();
-    d.pair_to_row = pair_to_row.data();
-    moe::kernels::Dispatch(d);
-    ExpertFfnParams f;
-    f.x = x.data();
-    f.sorted_pairs = sorted.data();
-    f.expert_offsets = offsets.data();
-    f.num_tokens = T;
-    f.top_k = shape.top_k;
-    f.num_experts = shape.experts;
-    f.hidden = shape.hidden;
-    f.inter = shape.inter;
-    f.w_gate_up = weights.gate_up_ptrs.data();
-    f.w_down = weights.down_ptrs.data();
-    f.ws_x = ws_x.data();
-    f.ws_gate_up = ws_gate_up.data();
-    f.ws_act = ws_act.data();
-    f.y = y.data();
-    moe::kernels::ExpertFfn(f);
-    CombineParams c;
-    c.y = y.data();
-    c.pair_to_row = pair_to_row.data();
-    c.topk_weights = topk_w.data();
-    c.num_tokens = T;
-    c.top_k = shape.top_k;
-    c.hidden = shape.hidden;
-    c.out = out.data();
-    moe::kernels::Combine(c);
+    const absl::Status s = moe::RunMoeLayer(backend, spec, *weights.source, 0, x.data(), T, nullptr,
+                                            ws, out.data(), expert_tokens.data());
+    if (!s.ok()) {
+      std::fprintf(stderr, "moe_layer_bench: %s\n", std::string(s.message()).c_str());
+      std::abort();
+    }
   }
 
   // Same math one (token, expert) pair at a time: out[t] += w * down(silu(gate) * up).
   void RunPerToken() {
-    Route();
-    const int H = shape.hidden;
-    const int I = shape.inter;
-    const int K = shape.top_k;
+    const int H = shape.hidden, I = shape.inter, K = shape.top_k, E = shape.experts;
+    moe::kernels::LinearParams r;
+    r.x = x.data();
+    r.ldx = H;
+    r.m = T;
+    r.w = weights.router.ref;
+    r.y = logits.data();
+    r.ldy = E;
+    cpu::Linear(r);
+    moe::kernels::GatingParams g;
+    g.router_logits = logits.data();
+    g.num_tokens = T;
+    g.num_experts = E;
+    g.top_k = K;
+    g.renormalize = true;
+    g.topk_ids = ids.data();
+    g.topk_weights = topk_w.data();
+    cpu::Gating(g);
     for (int t = 0; t < T; ++t) {
-      const float* xt = x.data() + static_cast<size_t>(t) * H;
       float* ot = out.data() + static_cast<size_t>(t) * H;
       std::fill(ot, ot + H, 0.f);
       for (int j = 0; j < K; ++j) {
         const int32_t e = ids[static_cast<size_t>(t) * K + j];
-        if (e < 0) continue;
+        moe::kernels::LinearParams p;
+        p.x = x.data() + static_cast<size_t>(t) * H;
+        p.ldx = H;
+        p.m = 1;
+        p.w = weights.gate_up[e].ref;
+        p.y = gate_up_vec.data();
+        p.ldy = 2 * I;
+        cpu::Linear(p);
+        cpu::SiluMul({gate_up_vec.data(), 1, I, act_vec.data()});
+        p.x = act_vec.data();
+        p.ldx = I;
+        p.w = weights.down[e].ref;
+        p.y = y_vec.data();
+        p.ldy = H;
+        cpu::Linear(p);
         const float w = topk_w[static_cast<size_t>(t) * K + j];
-        // gate_up[2I] = W_gate_up[2I, H] x
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, weights.gate_up_ptrs[e], H, xt, 1,
-                    0.f, gate_up_vec.data(), 1);
-        for (int i = 0; i < I; ++i) {
-          const float g = gate_up_vec[i];
-          act_vec[i] = g / (1.f + std::exp(-g)) * gate_up_vec[I + i];
-        }
-        // out[t] += w * W_down[H, I] act
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, H, I, w, weights.down_ptrs[e], I, act_vec.data(),
-                    1, 1.f, ot, 1);
+        for (int h = 0; h < H; ++h) ot[h] += w * y_vec[h];
       }
     }
   }
@@ -232,19 +231,21 @@ struct Layer {
   const Shape& shape;
   const Weights& weights;
   const int T;
-  const size_t P;
-  std::vector<float> x, logits, topk_w, ws_x, ws_gate_up, ws_act, y, out, gate_up_vec, act_vec;
-  std::vector<int32_t> ids, offsets, sorted, pair_to_row;
+  moe::CpuBackend backend;
+  moe::Workspace ws;
+  moe::MoeLayerSpec spec;
+  std::vector<float> x, out, logits, topk_w, gate_up_vec, act_vec, y_vec;
+  std::vector<int32_t> ids, expert_tokens;
 };
 
 // Both paths once; abort if they disagree beyond fp32 summation-order noise.
-void VerifyOnce(int shape_index, int tokens) {
+void VerifyOnce(int shape_index, DType dtype, int tokens) {
   static std::mutex mu;
-  static std::set<std::pair<int, int>> done;
+  static std::set<std::tuple<int, DType, int>> done;
   std::lock_guard<std::mutex> lock(mu);
-  if (!done.insert({shape_index, tokens}).second) return;
+  if (!done.insert({shape_index, dtype, tokens}).second) return;
   const Shape& s = GetShape(shape_index);
-  Layer layer(s, GetWeights(shape_index), tokens);
+  Layer layer(s, GetWeights(shape_index, dtype), tokens);
   layer.RunGrouped();
   const std::vector<float> grouped = layer.out;
   std::fill(layer.out.begin(), layer.out.end(), std::nanf(""));
@@ -265,42 +266,54 @@ void VerifyOnce(int shape_index, int tokens) {
 }
 
 template <bool kGrouped>
-void BM_MoeLayer(benchmark::State& state, int shape_index) {
+void BM_MoeLayer(benchmark::State& state, int shape_index, DType dtype) {
   const int tokens = static_cast<int>(state.range(0));
-  VerifyOnce(shape_index, tokens);
+  VerifyOnce(shape_index, dtype, tokens);
   const Shape& s = GetShape(shape_index);
-  Layer layer(s, GetWeights(shape_index), tokens);
+  const Weights& w = GetWeights(shape_index, dtype);
+  Layer layer(s, w, tokens);
+  int64_t bytes = 0;
   for (auto _ : state) {
     if constexpr (kGrouped) {
       layer.RunGrouped();
+      bytes += layer.GroupedBytes();
     } else {
       layer.RunPerToken();
+      bytes += static_cast<int64_t>(tokens) * s.top_k * w.expert_bytes;
     }
     benchmark::DoNotOptimize(layer.out.data());
     benchmark::ClobberMemory();
   }
   state.SetItemsProcessed(state.iterations() * tokens);
-  state.SetLabel(s.name + " H=" + std::to_string(s.hidden) + " I=" + std::to_string(s.inter) +
-                 " E=" + std::to_string(s.experts) + " K=" + std::to_string(s.top_k));
+  state.SetBytesProcessed(bytes);
+  state.SetLabel(s.name + " " + moe::kernels::DTypeName(dtype) + " H=" + std::to_string(s.hidden) +
+                 " I=" + std::to_string(s.inter) + " E=" + std::to_string(s.experts) +
+                 " K=" + std::to_string(s.top_k));
 }
 
-void Grouped(benchmark::State& state, int shape_index) { BM_MoeLayer<true>(state, shape_index); }
-void PerToken(benchmark::State& state, int shape_index) { BM_MoeLayer<false>(state, shape_index); }
+void Grouped(benchmark::State& state, int shape_index, DType dtype) {
+  BM_MoeLayer<true>(state, shape_index, dtype);
+}
+void PerToken(benchmark::State& state, int shape_index, DType dtype) {
+  BM_MoeLayer<false>(state, shape_index, dtype);
+}
 
-// Wall time: OpenBLAS runs its own threads.
-#define MOE_LAYER_BENCH(fn, name, index) \
-  BENCHMARK_CAPTURE(fn, name, index)     \
-      ->ArgName("T")                     \
-      ->Arg(1)                           \
-      ->Arg(8)                           \
-      ->Arg(64)                          \
-      ->Arg(256)                         \
-      ->UseRealTime()                    \
+// Wall time: the kernels run on every core.
+#define MOE_LAYER_BENCH(fn, name, index, dtype) \
+  BENCHMARK_CAPTURE(fn, name, index, dtype)     \
+      ->ArgName("T")                            \
+      ->Arg(1)                                  \
+      ->Arg(8)                                  \
+      ->Arg(64)                                 \
+      ->Arg(256)                                \
+      ->UseRealTime()                           \
       ->Unit(benchmark::kMillisecond)
 
-MOE_LAYER_BENCH(Grouped, default, 0);
-MOE_LAYER_BENCH(PerToken, default, 0);
-MOE_LAYER_BENCH(Grouped, olmoe, 1);
-MOE_LAYER_BENCH(PerToken, olmoe, 1);
+MOE_LAYER_BENCH(Grouped, default_bf16, 0, DType::kBF16);
+MOE_LAYER_BENCH(PerToken, default_bf16, 0, DType::kBF16);
+MOE_LAYER_BENCH(Grouped, olmoe_bf16, 1, DType::kBF16);
+MOE_LAYER_BENCH(PerToken, olmoe_bf16, 1, DType::kBF16);
+MOE_LAYER_BENCH(Grouped, olmoe_f32, 1, DType::kF32);
+MOE_LAYER_BENCH(PerToken, olmoe_f32, 1, DType::kF32);
 
 }  // namespace

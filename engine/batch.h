@@ -57,6 +57,12 @@ struct ForwardOutput {
   std::vector<int32_t> rows_seq;  // [R] sequence of each logits row
   // [num_layers, E] tokens routed to each expert in this step (zeros for dense layers).
   std::vector<int32_t> expert_tokens;
+  // What the step touched, for rooflines and metrics: weight bytes read (each expert with
+  // rows counted once, however many rows it had), KV cache bytes read by attention, and
+  // floating-point operations (2 per multiply-add; attention included).
+  int64_t weight_bytes = 0;
+  int64_t kv_bytes = 0;
+  int64_t flops = 0;
 };
 
 }  // namespace moe

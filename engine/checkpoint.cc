@@ -159,18 +159,23 @@ absl::Status CheckReadable(const TensorView& view, std::span<const int64_t> expe
 
 }  // namespace
 
-absl::Status Checkpoint::ReadF32(std::string_view name, std::span<const int64_t> expected_shape,
-                                 float* out) const {
+absl::StatusOr<const TensorView*> Checkpoint::GetChecked(
+    std::string_view name, std::span<const int64_t> expected_shape) const {
   MOE_ASSIGN_OR_RETURN(const TensorView* view, Get(name));
   MOE_RETURN_IF_ERROR(CheckReadable(*view, expected_shape));
+  return view;
+}
+
+absl::Status Checkpoint::ReadF32(std::string_view name, std::span<const int64_t> expected_shape,
+                                 float* out) const {
+  MOE_ASSIGN_OR_RETURN(const TensorView* view, GetChecked(name, expected_shape));
   return ConvertToF32(view->dtype, view->data, view->numel(), out);
 }
 
 absl::StatusOr<std::vector<float>> Checkpoint::ReadF32(
     std::string_view name, std::initializer_list<int64_t> expected_shape) const {
-  MOE_ASSIGN_OR_RETURN(const TensorView* view, Get(name));
   const std::span<const int64_t> shape(expected_shape.begin(), expected_shape.size());
-  MOE_RETURN_IF_ERROR(CheckReadable(*view, shape));
+  MOE_ASSIGN_OR_RETURN(const TensorView* view, GetChecked(name, shape));
   std::vector<float> out(static_cast<size_t>(view->numel()));
   MOE_RETURN_IF_ERROR(ConvertToF32(view->dtype, view->data, view->numel(), out.data()));
   return out;

@@ -27,6 +27,11 @@ class Checkpoint {
   // NotFound naming the tensor and the directory when absent.
   absl::StatusOr<const TensorView*> Get(std::string_view name) const;
 
+  // The tensor, after checking its shape and that its dtype is f32, f16 or bf16. Errors
+  // name the tensor and its file: missing, wrong shape (both shapes printed), other dtype.
+  absl::StatusOr<const TensorView*> GetChecked(std::string_view name,
+                                               std::span<const int64_t> expected_shape) const;
+
   // Reads `name` as fp32 into `out` (numel(expected_shape) floats) after checking the
   // shape. Errors name the tensor and its file: missing, wrong shape (both shapes
   // printed), dtype that cannot convert.

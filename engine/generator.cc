@@ -11,7 +11,7 @@
 
 namespace moe {
 
-absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir) {
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadOptions& options) {
   if (!std::filesystem::is_directory(dir)) {
     return absl::NotFoundError(absl::StrCat("model directory ", dir, " does not exist"));
   }
@@ -20,7 +20,7 @@ absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir) {
   MOE_ASSIGN_OR_RETURN(lm.config, LoadModelConfig(dir));
   {
     MOE_ASSIGN_OR_RETURN(std::unique_ptr<Checkpoint> ckpt, Checkpoint::Open(dir));
-    MOE_ASSIGN_OR_RETURN(lm.model, Model::Load(lm.config, *ckpt));
+    MOE_ASSIGN_OR_RETURN(lm.model, Model::Load(lm.config, *ckpt, options));
   }
   const std::filesystem::path d(dir);
   const std::string tok_config = (d / "tokenizer_config.json").string();
@@ -83,7 +83,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(
   }
   std::vector<GenerationResult> results(n);
   if (n == 0) return results;
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<HostKvCache> kv, HostKvCache::Create(model.KvShape(blocks)));
+  MOE_ASSIGN_OR_RETURN(KvCache kv, KvCache::Create(model.backend(), model.KvShape(blocks)));
 
   struct Seq {
     std::vector<int32_t> blocks;
@@ -97,8 +97,8 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(
   for (int i = 0; i < n; ++i) {
     seqs.push_back(Seq{{}, 0, requests[i].prompt, Sampler(requests[i].sampling), false});
     // Capacity for the whole request was counted above, so this cannot fail.
-    kv->EnsureCapacity(&seqs.back().blocks,
-                       static_cast<int>(requests[i].prompt.size()) + requests[i].max_tokens);
+    kv.pool->EnsureCapacity(&seqs.back().blocks,
+                            static_cast<int>(requests[i].prompt.size()) + requests[i].max_tokens);
   }
 
   using Clock = std::chrono::steady_clock;
@@ -116,7 +116,7 @@ absl::StatusOr<std::vector<GenerationResult>> Generate(
     }
     if (batch_req.empty()) break;
     const auto t0 = Clock::now();
-    MOE_RETURN_IF_ERROR(model.Forward(batch, *kv, &out));
+    MOE_RETURN_IF_ERROR(model.Forward(batch, *kv.storage, &out));
     const int V = cfg.vocab_size;
     for (size_t r = 0; r < batch_req.size(); ++r) {
       const int i = batch_req[r];

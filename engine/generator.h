@@ -13,6 +13,7 @@
 #include "engine/model.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
+#include "engine/weights.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moe {
@@ -26,7 +27,7 @@ struct LoadedModel {
 
 // config.json (+ generation_config.json), the safetensors weights and tokenizer.json (+
 // tokenizer_config.json) of a Hugging Face model directory.
-absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir);
+absl::StatusOr<LoadedModel> LoadModelDir(const std::string& dir, const LoadOptions& options = {});
 
 // The model used when no --model is given: $MOE_DEFAULT_MODEL if set, else
 // ../share/moe-serve/models/default beside the binary (a release bundle), else

@@ -1,14 +1,18 @@
-// Paged KV cache (DESIGN.md section 4): K and V of every layer stored in fixed-size
-// blocks of B token slots; a sequence owns a block table of block ids covering its
-// positions. The model reads and writes through KvCacheView; the serving scheduler's
-// block manager decides which blocks a sequence gets.
+// Paged KV cache (DESIGN.md section 4), in two parts:
+// - KvBlockPool: the host-side free list of block ids that leases hold (the scheduler's
+//   block manager, scheduler/kv_lease.h, builds on it);
+// - KvStorage: the K and V of every layer, [num_blocks, B, kv_heads, head_dim] each,
+//   allocated through the Backend, so it is device memory on a GPU backend.
+// The model reads and writes KvStorage; a sequence's block table names its blocks.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/backend.h"
 
 namespace moe {
 
@@ -21,46 +25,56 @@ struct KvCacheShape {
   int block_size = kKvBlockSize;
   int num_blocks = 0;
 
-  // Bytes of K and V of one block over all layers.
+  // Bytes of K and V of one block over all layers (fp32).
   int64_t BytesPerBlock() const;
 };
 
-// What the model needs from a KV cache: per-layer base pointers of the block storage,
-// laid out [num_blocks, block_size, num_kv_heads, head_dim] for K and the same for V.
-class KvCacheView {
+// Free block ids. Not thread-safe: the engine thread owns it.
+class KvBlockPool {
  public:
-  virtual ~KvCacheView() = default;
-  virtual const KvCacheShape& shape() const = 0;
-  virtual float* Keys(int layer) = 0;
-  virtual float* Values(int layer) = 0;
-};
+  KvBlockPool(int num_blocks, int block_size);
 
-// Host-memory KV cache (CPU backend) with a free list of blocks. Not thread-safe: the
-// engine thread owns it.
-class HostKvCache : public KvCacheView {
- public:
-  // ResourceExhausted when the blocks do not fit in memory.
-  static absl::StatusOr<std::unique_ptr<HostKvCache>> Create(const KvCacheShape& shape);
-
-  const KvCacheShape& shape() const override { return shape_; }
-  float* Keys(int layer) override;
-  float* Values(int layer) override;
+  int num_blocks() const { return num_blocks_; }
+  int block_size() const { return block_size_; }
+  int num_free_blocks() const { return static_cast<int>(free_.size()); }
 
   // A free block id, or nullopt when none is left.
   std::optional<int32_t> AllocateBlock();
   void FreeBlock(int32_t block);
-  int num_free_blocks() const { return static_cast<int>(free_.size()); }
-
-  // Grows `table` so it covers `num_tokens` positions; false (table unchanged) when
-  // the pool runs out.
+  // Grows `table` so it covers `num_tokens` positions; false (table unchanged) when the
+  // pool runs out.
   bool EnsureCapacity(std::vector<int32_t>* table, int num_tokens);
   void FreeAll(std::vector<int32_t>* table);
 
  private:
-  explicit HostKvCache(const KvCacheShape& shape) : shape_(shape) {}
+  int num_blocks_;
+  int block_size_;
+  std::vector<int32_t> free_;  // stack of free block ids
+};
+
+// The K/V storage of every layer.
+class KvStorage {
+ public:
+  // ResourceExhausted when it does not fit; InvalidArgument for a non-positive dimension.
+  static absl::StatusOr<std::unique_ptr<KvStorage>> Create(Backend& backend,
+                                                           const KvCacheShape& shape);
+
+  const KvCacheShape& shape() const { return shape_; }
+  float* Keys(int layer) const;
+  float* Values(int layer) const;
+  int64_t bytes() const { return static_cast<int64_t>(buffer_.bytes()); }
+
+ private:
+  KvStorage(const KvCacheShape& shape, Buffer buffer) : shape_(shape), buffer_(std::move(buffer)) {}
   KvCacheShape shape_;
-  std::vector<float> storage_;  // [layers][K|V][num_blocks * B * Hkv * D]
-  std::vector<int32_t> free_;   // stack of free block ids
+  Buffer buffer_;  // [layers][K|V][num_blocks * B * Hkv * D]
+};
+
+// A pool and its storage, for callers that own a whole cache (tests, benchmarks).
+struct KvCache {
+  static absl::StatusOr<KvCache> Create(Backend& backend, const KvCacheShape& shape);
+  std::unique_ptr<KvBlockPool> pool;
+  std::unique_ptr<KvStorage> storage;
 };
 
 }  // namespace moe

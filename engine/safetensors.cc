@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "base/absl_compat.h"
 #include "base/status_macros.h"
+#include "kernels/cpu/gemm.h"
 #include "nlohmann/json.hpp"
 
 namespace moe {
@@ -238,6 +239,14 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
 }
 
+void DropMappedPages(const void* data, size_t bytes) {
+  if (data == nullptr || bytes == 0) return;
+  static const uintptr_t kPage = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(kPage - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes + kPage - 1) & ~(kPage - 1);
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
 }
@@ -338,38 +347,15 @@ const TensorView* SafetensorsFile::Find(std::string_view name) const {
 absl::Status ConvertToF32(DType dtype, const std::byte* src, int64_t n, float* dst) {
   if (n < 0) return absl::InvalidArgumentError(absl::StrCat("negative element count ", n));
   if (n == 0) return absl::OkStatus();
-  const size_t count = static_cast<size_t>(n);
   switch (dtype) {
     case DType::kF32:
-      std::memcpy(dst, src, count * sizeof(float));
+      kernels::cpu::ToFloat(src, kernels::cpu::SourceType::kF32, n, dst);
       return absl::OkStatus();
     case DType::kBF16:
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, sizeof(h));
-        dst[i] = std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
-      }
+      kernels::cpu::ToFloat(src, kernels::cpu::SourceType::kBF16, n, dst);
       return absl::OkStatus();
     case DType::kF16:
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, sizeof(h));
-        const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-        const uint32_t exponent = (h >> 10) & 0x1Fu;
-        const uint32_t mantissa = h & 0x3FFu;
-        float value;
-        if (exponent == 0) {
-          // Zero or subnormal: mantissa * 2^-24, exact in fp32.
-          value = static_cast<float>(mantissa) * 0x1p-24f;
-          value = std::bit_cast<float>(std::bit_cast<uint32_t>(value) | sign);
-        } else if (exponent == 0x1F) {
-          // Inf (mantissa 0) or NaN (payload kept).
-          value = std::bit_cast<float>(sign | 0x7F800000u | (mantissa << 13));
-        } else {
-          value = std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
-        }
-        dst[i] = value;
-      }
+      kernels::cpu::ToFloat(src, kernels::cpu::SourceType::kF16, n, dst);
       return absl::OkStatus();
     default:
       return absl::InvalidArgumentError(

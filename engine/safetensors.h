@@ -55,6 +55,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Drops the pages of a read-only mapping (a MappedFile's) that cover [data, data + bytes)
+// from this process: its RSS falls, and a later read faults them in again from the page
+// cache. The loader calls it on each tensor once it has been copied into its own layout.
+void DropMappedPages(const void* data, size_t bytes);
+
 // One parsed and validated safetensors file. Open() rejects, naming the file (and the
 // tensor where there is one): a file shorter than its header, a header that is not a
 // JSON object, unknown dtypes, shapes whose byte size disagrees with the offsets, offsets

@@ -12,7 +12,7 @@ namespace moe::sched {
 
 class KvLease {
  public:
-  explicit KvLease(HostKvCache* cache) : cache_(cache) {}
+  explicit KvLease(KvBlockPool* cache) : cache_(cache) {}
   ~KvLease() { Release(); }
   KvLease(KvLease&& other) noexcept
       : cache_(other.cache_), blocks_(std::exchange(other.blocks_, {})) {}
@@ -36,7 +36,7 @@ class KvLease {
   int num_blocks() const { return static_cast<int>(blocks_.size()); }
 
  private:
-  HostKvCache* cache_;
+  KvBlockPool* cache_;
   std::vector<int32_t> blocks_;
 };
 

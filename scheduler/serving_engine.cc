@@ -73,7 +73,7 @@ class Stream final : public RequestStream {
 
 // One request on the engine thread.
 struct Sequence {
-  Sequence(GenerateRequest r, std::shared_ptr<Stream> s, HostKvCache* kv, const Tokenizer& tok)
+  Sequence(GenerateRequest r, std::shared_ptr<Stream> s, KvBlockPool* kv, const Tokenizer& tok)
       : req(std::move(r)),
         stream(std::move(s)),
         tokens(req.prompt),
@@ -107,20 +107,19 @@ struct Sequence {
 
 class ServingEngineImpl final : public ServingEngine {
  public:
-  ServingEngineImpl(LoadedModel model, const ServingOptions& options,
-                    std::unique_ptr<HostKvCache> kv)
+  ServingEngineImpl(LoadedModel model, const ServingOptions& options, KvCache kv)
       : lm_(std::move(model)),
         options_(options),
         observer_(options_.observer.get()),
         kv_(std::move(kv)) {
     policy_.max_batched_tokens = options_.max_batched_tokens;
     policy_.max_seqs = options_.max_seqs;
-    policy_.block_size = kv_->shape().block_size;
+    policy_.block_size = kv_.storage->shape().block_size;
     const int context = lm_.config.max_position_embeddings;
     max_prompt_ =
         options_.max_prompt_tokens > 0 ? std::min(options_.max_prompt_tokens, context) : context;
     max_tokens_cap_ = options_.max_tokens > 0 ? std::min(options_.max_tokens, context) : context;
-    status_.kv_blocks_total = kv_->shape().num_blocks;
+    status_.kv_blocks_total = kv_.storage->shape().num_blocks;
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -149,7 +148,8 @@ class ServingEngineImpl final : public ServingEngine {
       return absl::AlreadyExistsError(absl::StrCat("request id '", request.id, "' is in use"));
     }
     auto stream = std::make_shared<Stream>(request.id, std::move(on_event), [this] { Wake(); });
-    auto seq = std::make_unique<Sequence>(std::move(request), stream, kv_.get(), *lm_.tokenizer);
+    auto seq =
+        std::make_unique<Sequence>(std::move(request), stream, kv_.pool.get(), *lm_.tokenizer);
     seq->seq_id = next_seq_++;
     live_.insert(stream->id());
     ++queued_;
@@ -202,10 +202,10 @@ class ServingEngineImpl final : public ServingEngine {
           absl::StrCat("max_tokens ", r.max_tokens, " is above the limit of ", max_tokens_cap_));
     }
     const int blocks = sched::BlocksFor(n + r.max_tokens, policy_.block_size);
-    if (blocks > kv_->shape().num_blocks) {
+    if (blocks > kv_.storage->shape().num_blocks) {
       return absl::InvalidArgumentError(
           absl::StrCat("the request needs ", blocks, " KV cache blocks; the cache has ",
-                       kv_->shape().num_blocks, " (raise --kv-cache-bytes)"));
+                       kv_.storage->shape().num_blocks, " (raise --kv-cache-bytes)"));
     }
     for (int32_t id : r.stop_token_ids) {
       if (id < 0 || id >= lm_.config.vocab_size) {
@@ -271,7 +271,8 @@ class ServingEngineImpl final : public ServingEngine {
     std::vector<sched::SeqView> running, waiting;
     for (const auto& s : running_) running.push_back(s->View());
     for (const auto& s : waiting_) waiting.push_back(s->View());
-    const sched::StepPlan plan = sched::Schedule(running, waiting, kv_->num_free_blocks(), policy_);
+    const sched::StepPlan plan =
+        sched::Schedule(running, waiting, kv_.pool->num_free_blocks(), policy_);
 
     for (int64_t id : plan.preempted) {  // most recent first
       auto it = std::find_if(running_.begin(), running_.end(),
@@ -315,7 +316,7 @@ class ServingEngineImpl final : public ServingEngine {
     }
     ForwardOutput out;
     const Clock::time_point step_start = Clock::now();
-    absl::Status status = lm_.model->Forward(batch, *kv_, &out);
+    absl::Status status = lm_.model->Forward(batch, *kv_.storage, &out);
     ++steps_;
     if (!status.ok()) {
       for (Sequence* seq : in_batch) Fail(*seq, status);
@@ -442,7 +443,7 @@ class ServingEngineImpl final : public ServingEngine {
       } else {
         --queued_;
       }
-      status_.kv_blocks_used = kv_->shape().num_blocks - kv_->num_free_blocks();
+      status_.kv_blocks_used = kv_.storage->shape().num_blocks - kv_.pool->num_free_blocks();
     }
     seq.stream->Push(std::move(last));
     std::lock_guard<std::mutex> lock(mu_);
@@ -459,7 +460,7 @@ class ServingEngineImpl final : public ServingEngine {
 
   void PublishStatus() {
     std::lock_guard<std::mutex> lock(mu_);
-    status_.kv_blocks_used = kv_->shape().num_blocks - kv_->num_free_blocks();
+    status_.kv_blocks_used = kv_.storage->shape().num_blocks - kv_.pool->num_free_blocks();
     status_.preemptions = preemptions_;
     status_.steps = steps_;
   }
@@ -467,7 +468,7 @@ class ServingEngineImpl final : public ServingEngine {
   LoadedModel lm_;
   const ServingOptions options_;
   ServingObserver* const observer_;  // options_.observer, or nullptr
-  std::unique_ptr<HostKvCache> kv_;
+  KvCache kv_;
   sched::PolicyConfig policy_;
   int max_prompt_ = 0;
   int max_tokens_cap_ = 0;
@@ -512,8 +513,8 @@ absl::StatusOr<std::unique_ptr<ServingEngine>> ServingEngine::Create(
                                                    " holds no KV block of ", one.BytesPerBlock(),
                                                    " bytes"));
   }
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<HostKvCache> kv,
-                       HostKvCache::Create(model.model->KvShape(static_cast<int>(blocks))));
+  MOE_ASSIGN_OR_RETURN(KvCache kv, KvCache::Create(model.model->backend(),
+                                                   model.model->KvShape(static_cast<int>(blocks))));
   return std::unique_ptr<ServingEngine>(
       new ServingEngineImpl(std::move(model), options, std::move(kv)));
 }

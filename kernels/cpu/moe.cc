@@ -1,26 +1,17 @@
 #include "kernels/cpu/moe.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <numeric>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/parallel.h"
 
-namespace moe::kernels {
-namespace {
-
-// Experts with at most this many rows run one GEMV pair per row instead of two GEMMs:
-// OpenBLAS 0.3.21's sgemm packs the weight panel before it multiplies, which costs more
-// than reading the weights again for up to 4 rows (bench/RESULTS.md: at 8 rows the GEMVs
-// lose 40% on the OLMoE shape).
-constexpr int kMaxGemvRows = 4;
-
-}  // namespace
+namespace moe::kernels::cpu {
 
 absl::Status CanImplement(const GatingParams& p) {
   if (p.router_logits == nullptr || p.topk_ids == nullptr || p.topk_weights == nullptr) {
@@ -128,18 +119,27 @@ void Dispatch(const DispatchParams& p) {
 
 absl::Status CanImplement(const ExpertFfnParams& p) {
   if (p.x == nullptr || p.sorted_pairs == nullptr || p.expert_offsets == nullptr ||
-      p.w_gate_up == nullptr || p.w_down == nullptr || p.ws_x == nullptr ||
-      p.ws_gate_up == nullptr || p.ws_act == nullptr || p.y == nullptr) {
+      p.w_gate_up == nullptr || p.w_down == nullptr || p.ws_gate_up == nullptr ||
+      p.ws_act == nullptr || p.y == nullptr) {
     return absl::InvalidArgumentError("expert_ffn: null buffer");
   }
   if (p.hidden < 1 || p.inter < 1 || p.top_k < 1 || p.num_experts < 1 || p.num_tokens < 0) {
     return absl::InvalidArgumentError("expert_ffn: bad shape");
   }
   for (int e = 0; e < p.num_experts; ++e) {
-    if (p.expert_offsets[e + 1] > p.expert_offsets[e] &&
-        (p.w_gate_up[e] == nullptr || p.w_down[e] == nullptr)) {
+    if (p.expert_offsets[e + 1] == p.expert_offsets[e]) continue;
+    const MatrixRef& gu = p.w_gate_up[e];
+    const MatrixRef& dn = p.w_down[e];
+    if (gu.data == nullptr || dn.data == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrFormat("expert_ffn: expert %d has rows but no weights", e));
+    }
+    if (gu.layout != WeightLayout::kPanels16 || dn.layout != WeightLayout::kPanels16 ||
+        gu.rows != 2 * p.inter || gu.cols != p.hidden || dn.rows != p.hidden ||
+        dn.cols != p.inter) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "expert_ffn: expert %d's weights are not kPanels16 [2I=%d, H=%d] and [H, I]", e,
+          2 * p.inter, p.hidden));
     }
   }
   return absl::OkStatus();
@@ -148,54 +148,58 @@ absl::Status CanImplement(const ExpertFfnParams& p) {
 void ExpertFfn(const ExpertFfnParams& p) {
   const int H = p.hidden;
   const int I = p.inter;
+  const int P = p.expert_offsets[p.num_experts];
+  std::vector<int32_t> token_of_row(P);
+  for (int r = 0; r < P; ++r) token_of_row[r] = p.sorted_pairs[r] / p.top_k;
+  std::vector<LinearParams> gate_up, down;
   for (int e = 0; e < p.num_experts; ++e) {
     const int begin = p.expert_offsets[e];
     const int rows = p.expert_offsets[e + 1] - begin;
     if (rows == 0) continue;  // empty experts cost nothing and are never read
-    float* xs = p.ws_x + static_cast<size_t>(begin) * H;
-    for (int r = 0; r < rows; ++r) {
-      const int token = p.sorted_pairs[begin + r] / p.top_k;
-      std::memcpy(xs + static_cast<size_t>(r) * H, p.x + static_cast<size_t>(token) * H,
-                  sizeof(float) * H);
-    }
-    float* gu = p.ws_gate_up + static_cast<size_t>(begin) * 2 * I;
-    float* act = p.ws_act + static_cast<size_t>(begin) * I;
-    float* y = p.y + static_cast<size_t>(begin) * H;
-    if (rows <= kMaxGemvRows) {
-      for (int r = 0; r < rows; ++r) {
-        float* gu_r = gu + static_cast<size_t>(r) * 2 * I;
-        float* act_r = act + static_cast<size_t>(r) * I;
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, 2 * I, H, 1.f, p.w_gate_up[e], H,
-                    xs + static_cast<size_t>(r) * H, 1, 0.f, gu_r, 1);
-        SiluMul(gu_r, 1, I, act_r);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, H, I, 1.f, p.w_down[e], I, act_r, 1, 0.f,
-                    y + static_cast<size_t>(r) * H, 1);
-      }
-      continue;
-    }
-    // gu[rows, 2I] = xs[rows, H] * W_gate_up[2I, H]^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, 2 * I, H, 1.f, xs, H, p.w_gate_up[e],
-                H, 0.f, gu, 2 * I);
-    SiluMul(gu, rows, I, act);
-    // y[rows, H] = act[rows, I] * W_down[H, I]^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, H, I, 1.f, act, I, p.w_down[e], I,
-                0.f, y, H);
+    LinearParams g;
+    g.x = p.x;
+    g.ldx = H;
+    g.x_rows = token_of_row.data() + begin;
+    g.m = rows;
+    g.w = p.w_gate_up[e];
+    g.y = p.ws_gate_up + static_cast<int64_t>(begin) * 2 * I;
+    g.ldy = 2 * I;
+    gate_up.push_back(g);
+    LinearParams d;
+    d.x = p.ws_act + static_cast<int64_t>(begin) * I;
+    d.ldx = I;
+    d.m = rows;
+    d.w = p.w_down[e];
+    d.y = p.y + static_cast<int64_t>(begin) * H;
+    d.ldy = H;
+    down.push_back(d);
   }
+  LinearBatch(gate_up);
+  SiluMulParams s;
+  s.gate_up = p.ws_gate_up;
+  s.rows = P;
+  s.inter = I;
+  s.out = p.ws_act;
+  SiluMul(s);
+  LinearBatch(down);
+}
+
+absl::Status CanImplement(const CombineParams& p) {
+  if (p.num_tokens < 0 || p.top_k < 1 || p.hidden < 1) {
+    return absl::InvalidArgumentError("combine: bad shape");
+  }
+  if (p.num_tokens > 0 && (p.y == nullptr || p.pair_to_row == nullptr ||
+                           p.topk_weights == nullptr || p.out == nullptr)) {
+    return absl::InvalidArgumentError("combine: null buffer");
+  }
+  return absl::OkStatus();
 }
 
 void Combine(const CombineParams& p) {
-  const int H = p.hidden;
-  for (int t = 0; t < p.num_tokens; ++t) {
-    float* o = p.out + static_cast<size_t>(t) * H;
-    std::fill(o, o + H, 0.f);
-    for (int j = 0; j < p.top_k; ++j) {
-      const int32_t row = p.pair_to_row[t * p.top_k + j];
-      if (row < 0) continue;
-      const float w = p.topk_weights[t * p.top_k + j];
-      const float* y = p.y + static_cast<size_t>(row) * H;
-      for (int h = 0; h < H; ++h) o[h] += w * y[h];
-    }
-  }
+  const IsaKernels& k = Kernels();
+  ParallelFor(p.num_tokens, std::max(1, 8192 / (p.hidden * p.top_k)), [&](int64_t t0, int64_t t1) {
+    k.combine_rows(p, static_cast<int>(t0), static_cast<int>(t1));
+  });
 }
 
-}  // namespace moe::kernels
+}  // namespace moe::kernels::cpu

@@ -1,39 +1,98 @@
 #include "kernels/cpu/ops.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
-namespace moe::kernels {
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/parallel.h"
 
-void Linear(const float* x, const float* w, const float* bias, int m, int n, int k, float* y) {
-  if (m == 0) return;
-  if (m == 1) {
-    // One row (a single decode token): OpenBLAS 0.3.21's sgemm packs the whole weight
-    // panel first; its GEMV reads it once (the default model's LM head: 189 us -> 42 us).
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, n, k, 1.f, w, k, x, 1, 0.f, y, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, k, 1.f, x, k, w, k, 0.f, y, n);
+namespace moe::kernels::cpu {
+namespace {
+
+// Element-wise work below this many elements stays on the calling thread.
+constexpr int64_t kSerialElements = 1 << 14;
+
+int64_t RowGrain(int64_t row_elems) {
+  return std::max<int64_t>(1, kSerialElements / std::max<int64_t>(row_elems, 1));
+}
+
+}  // namespace
+
+absl::Status CanImplement(const EmbeddingParams& p) {
+  if (p.num_tokens < 0) return absl::InvalidArgumentError("embedding: negative T");
+  if (p.num_tokens > 0 && (p.table.data == nullptr || p.ids == nullptr || p.out == nullptr)) {
+    return absl::InvalidArgumentError("embedding: null buffer");
   }
-  if (bias != nullptr) {
-    for (int r = 0; r < m; ++r) {
-      float* row = y + static_cast<size_t>(r) * n;
-      for (int j = 0; j < n; ++j) row[j] += bias[j];
+  if (p.table.rows < 1 || p.table.cols < 1) {
+    return absl::InvalidArgumentError("embedding: empty table");
+  }
+  for (int t = 0; t < p.num_tokens; ++t) {
+    if (p.ids[t] < 0 || p.ids[t] >= p.table.rows) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("embedding: id %d outside [0, %d)", p.ids[t], p.table.rows));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Embedding(const EmbeddingParams& p) {
+  const int64_t H = p.table.cols;
+  const bool bf16 = p.table.dtype == DType::kBF16;
+  const IsaKernels& k = Kernels();
+  for (int t = 0; t < p.num_tokens; ++t) {
+    const int64_t v = p.ids[t];
+    float* out = p.out + t * H;
+    if (p.table.layout == WeightLayout::kRowMajor) {
+      if (bf16) {
+        k.widen_bf16_row(static_cast<const uint16_t*>(p.table.data) + v * H, static_cast<int>(H),
+                         out);
+      } else {
+        std::memcpy(out, static_cast<const float*>(p.table.data) + v * H, H * sizeof(float));
+      }
+      continue;
+    }
+    // Row v of a kPanels16 matrix: column v % 16 of panel v / 16.
+    const int64_t kp = bf16 ? (H + 1) / 2 * 2 : H;
+    const int64_t panel = (v / kPanelWidth) * kp * kPanelWidth;
+    const int c = static_cast<int>(v % kPanelWidth);
+    if (bf16) {
+      const uint16_t* base = static_cast<const uint16_t*>(p.table.data) + panel;
+      for (int64_t i = 0; i < H; ++i) out[i] = Bf16ToFloat(base[(i / 2) * 32 + 2 * c + (i & 1)]);
+    } else {
+      const float* base = static_cast<const float*>(p.table.data) + panel;
+      for (int64_t i = 0; i < H; ++i) out[i] = base[i * 16 + c];
     }
   }
 }
 
-void RmsNorm(const float* x, const float* weight, int rows, int n, float eps, float* y) {
-  for (int r = 0; r < rows; ++r) {
-    const float* xr = x + static_cast<size_t>(r) * n;
-    float* yr = y + static_cast<size_t>(r) * n;
-    float ss = 0.f;
-    for (int i = 0; i < n; ++i) ss += xr[i] * xr[i];
-    const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + eps);
-    for (int i = 0; i < n; ++i) yr[i] = weight[i] * (xr[i] * inv);
+absl::Status CanImplement(const RmsNormParams& p) {
+  if (p.rows < 0 || p.n < 1) return absl::InvalidArgumentError("rms_norm: bad shape");
+  if (p.rows > 0 && (p.x == nullptr || p.weight == nullptr || p.y == nullptr)) {
+    return absl::InvalidArgumentError("rms_norm: null buffer");
   }
+  return absl::OkStatus();
+}
+
+void RmsNorm(const RmsNormParams& p) {
+  const IsaKernels& k = Kernels();
+  ParallelFor(p.rows, RowGrain(p.n), [&](int64_t r0, int64_t r1) {
+    k.rms_norm_rows(p, static_cast<int>(r0), static_cast<int>(r1));
+  });
+}
+
+absl::Status CanImplement(const RopeParams& p) {
+  if (p.num_tokens < 0 || p.num_heads < 1 || p.head_dim < 2 || p.rotary_dim < 2 ||
+      p.rotary_dim % 2 != 0 || p.rotary_dim > p.head_dim) {
+    return absl::InvalidArgumentError("rope: bad shape");
+  }
+  if (p.num_tokens > 0 && (p.x == nullptr || p.positions == nullptr)) {
+    return absl::InvalidArgumentError("rope: null buffer");
+  }
+  return absl::OkStatus();
 }
 
 void Rope(const RopeParams& p) {
@@ -44,41 +103,90 @@ void Rope(const RopeParams& p) {
     inv_freq[i] =
         1.f / std::pow(p.theta, static_cast<float>(2 * i) / static_cast<float>(p.rotary_dim));
   }
-  std::vector<float> cos_v(half), sin_v(half);
+  ParallelFor(p.num_tokens, RowGrain(static_cast<int64_t>(p.num_heads) * p.head_dim * 8),
+              [&](int64_t t0, int64_t t1) {
+                std::vector<float> cos_v(half), sin_v(half);
+                for (int64_t t = t0; t < t1; ++t) {
+                  const float pos = static_cast<float>(p.positions[t]);
+                  for (int i = 0; i < half; ++i) {
+                    const float f = pos * inv_freq[i];
+                    cos_v[i] = std::cos(f);
+                    sin_v[i] = std::sin(f);
+                  }
+                  for (int h = 0; h < p.num_heads; ++h) {
+                    float* v = p.x + (t * p.num_heads + h) * p.head_dim;
+                    for (int i = 0; i < half; ++i) {
+                      const float a = v[i];
+                      const float b = v[i + half];
+                      v[i] = a * cos_v[i] - b * sin_v[i];
+                      v[i + half] = b * cos_v[i] + a * sin_v[i];
+                    }
+                  }
+                }
+              });
+}
+
+absl::Status CanImplement(const SiluMulParams& p) {
+  if (p.rows < 0 || p.inter < 1) return absl::InvalidArgumentError("silu_mul: bad shape");
+  if (p.rows > 0 && (p.gate_up == nullptr || p.out == nullptr)) {
+    return absl::InvalidArgumentError("silu_mul: null buffer");
+  }
+  return absl::OkStatus();
+}
+
+void SiluMul(const SiluMulParams& p) {
+  const IsaKernels& k = Kernels();
+  ParallelFor(p.rows, RowGrain(p.inter * 8), [&](int64_t r0, int64_t r1) {
+    k.silu_mul_rows(p, static_cast<int>(r0), static_cast<int>(r1));
+  });
+}
+
+void Add(const AddParams& p) {
+  const IsaKernels& k = Kernels();
+  ParallelFor(p.n, kSerialElements, [&](int64_t b, int64_t e) { k.add_range(p.x, p.y, b, e); });
+}
+
+absl::Status CanImplement(const SigmoidGatedAddParams& p) {
+  if (p.rows < 0 || p.n < 1) return absl::InvalidArgumentError("sigmoid_gated_add: bad shape");
+  if (p.rows > 0 && (p.x == nullptr || p.y == nullptr || p.gate == nullptr)) {
+    return absl::InvalidArgumentError("sigmoid_gated_add: null buffer");
+  }
+  return absl::OkStatus();
+}
+
+void SigmoidGatedAdd(const SigmoidGatedAddParams& p) {
+  const IsaKernels& k = Kernels();
+  ParallelFor(p.rows, RowGrain(p.n), [&](int64_t r0, int64_t r1) {
+    k.sigmoid_gated_add_rows(p, static_cast<int>(r0), static_cast<int>(r1));
+  });
+}
+
+void Clamp(const ClampParams& p) {
+  for (int64_t i = 0; i < p.n; ++i) p.x[i] = std::clamp(p.x[i], -p.limit, p.limit);
+}
+
+absl::Status CanImplement(const KvWriteParams& p) {
+  if (p.num_tokens < 0 || p.kv_dim < 1 || p.block_size < 1) {
+    return absl::InvalidArgumentError("kv_write: bad shape");
+  }
+  if (p.num_tokens > 0 &&
+      (p.k == nullptr || p.v == nullptr || p.token_seq == nullptr || p.positions == nullptr ||
+       p.block_tables == nullptr || p.k_cache == nullptr || p.v_cache == nullptr)) {
+    return absl::InvalidArgumentError("kv_write: null buffer");
+  }
+  return absl::OkStatus();
+}
+
+void KvWrite(const KvWriteParams& p) {
+  const int B = p.block_size;
+  const size_t row = static_cast<size_t>(p.kv_dim) * sizeof(float);
   for (int t = 0; t < p.num_tokens; ++t) {
-    const float pos = static_cast<float>(p.positions[t]);
-    for (int i = 0; i < half; ++i) {
-      const float f = pos * inv_freq[i];
-      cos_v[i] = std::cos(f);
-      sin_v[i] = std::sin(f);
-    }
-    for (int h = 0; h < p.num_heads; ++h) {
-      float* v = p.x + (static_cast<size_t>(t) * p.num_heads + h) * p.head_dim;
-      for (int i = 0; i < half; ++i) {
-        const float a = v[i];
-        const float b = v[i + half];
-        v[i] = a * cos_v[i] - b * sin_v[i];
-        v[i + half] = b * cos_v[i] + a * sin_v[i];
-      }
-    }
+    const int pos = p.positions[t];
+    const int32_t* table = p.block_tables[p.token_seq[t]];
+    const int64_t slot = static_cast<int64_t>(table[pos / B]) * B + pos % B;
+    std::memcpy(p.k_cache + slot * p.kv_dim, p.k + static_cast<int64_t>(t) * p.kv_dim, row);
+    std::memcpy(p.v_cache + slot * p.kv_dim, p.v + static_cast<int64_t>(t) * p.kv_dim, row);
   }
 }
 
-void SiluMul(const float* gate_up, int rows, int inter, float* out) {
-  for (int r = 0; r < rows; ++r) {
-    const float* g = gate_up + static_cast<size_t>(r) * 2 * inter;
-    const float* u = g + inter;
-    float* o = out + static_cast<size_t>(r) * inter;
-    for (int i = 0; i < inter; ++i) o[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
-  }
-}
-
-void AddInPlace(float* x, const float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
-}
-
-void Clamp(float* x, int64_t n, float limit) {
-  for (int64_t i = 0; i < n; ++i) x[i] = std::clamp(x[i], -limit, limit);
-}
-
-}  // namespace moe::kernels
+}  // namespace moe::kernels::cpu

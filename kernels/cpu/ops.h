@@ -1,38 +1,32 @@
-// Dense CPU reference kernels of the transformer block: linear layers through BLAS,
-// RMSNorm, rotary embeddings, SwiGLU. fp32. Glossary: T tokens, H hidden, D head dim.
+// Dense CPU kernels of the transformer block besides the GEMM (kernels/cpu/gemm.h):
+// embedding lookup, RMSNorm, rotary embeddings, SwiGLU, residual add, clamp, KV write.
+// fp32 activations. Each has a CanImplement checking the limits it assumes.
 #pragma once
 
-#include <cstdint>
+#include "absl/status/status.h"
+#include "kernels/params.h"
 
-namespace moe::kernels {
+namespace moe::kernels::cpu {
 
-// y[M, N] = x[M, K] * w[N, K]^T (+ bias[N]); w in the PyTorch nn.Linear layout.
-void Linear(const float* x, const float* w, const float* bias, int m, int n, int k, float* y);
+absl::Status CanImplement(const EmbeddingParams& p);
+// Row-major f32/bf16 tables, or the packed matrix of a tied LM head.
+void Embedding(const EmbeddingParams& p);
 
-// y[rows, n] = x[rows, n] / sqrt(mean(x^2) + eps) * weight[n], per row (in place allowed).
-void RmsNorm(const float* x, const float* weight, int rows, int n, float eps, float* y);
+absl::Status CanImplement(const RmsNormParams& p);
+void RmsNorm(const RmsNormParams& p);
 
-struct RopeParams {
-  float* x = nullptr;                  // [T, num_heads, head_dim], rotated in place
-  const int32_t* positions = nullptr;  // [T]
-  int num_tokens = 0;                  // T
-  int num_heads = 0;
-  int head_dim = 0;       // D, even
-  int rotary_dim = 0;     // leading dims rotated; D for full rotary
-  float theta = 10000.f;  // rope_theta
-};
-
-// Rotary embedding in the "rotate_half" (GPT-NeoX) layout that Hugging Face Llama-family
-// models use: pairs (i, i + rotary_dim/2), inv_freq[i] = 1 / theta^(2i / rotary_dim).
+absl::Status CanImplement(const RopeParams& p);
 void Rope(const RopeParams& p);
 
-// out[rows, I] = silu(gate_up[:, :I]) * gate_up[:, I:2I].
-void SiluMul(const float* gate_up, int rows, int inter, float* out);
+absl::Status CanImplement(const SiluMulParams& p);
+void SiluMul(const SiluMulParams& p);
 
-// x[i] += y[i], n elements.
-void AddInPlace(float* x, const float* y, int64_t n);
+void Add(const AddParams& p);
+absl::Status CanImplement(const SigmoidGatedAddParams& p);
+void SigmoidGatedAdd(const SigmoidGatedAddParams& p);
+void Clamp(const ClampParams& p);
 
-// x[i] = clamp(x[i], -limit, limit) (OLMoE clip_qkv).
-void Clamp(float* x, int64_t n, float limit);
+absl::Status CanImplement(const KvWriteParams& p);
+void KvWrite(const KvWriteParams& p);
 
-}  // namespace moe::kernels
+}  // namespace moe::kernels::cpu

@@ -21,7 +21,7 @@ constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / kWarpSize;
 
 // Dynamic shared memory: cursor[E] (first the histogram, then the next free row per expert).
-__global__ void __launch_bounds__(kThreads) DispatchKernel(CudaDispatchParams p) {
+__global__ void __launch_bounds__(kThreads) DispatchKernel(DispatchParams p) {
   extern __shared__ int32_t cursor[];
   const int E = p.num_experts;
   const int P = p.num_tokens * p.top_k;
@@ -88,7 +88,7 @@ __global__ void __launch_bounds__(kThreads) DispatchKernel(CudaDispatchParams p)
 
 }  // namespace
 
-absl::Status CanImplement(const CudaDispatchParams& p) {
+absl::Status CanImplement(const DispatchParams& p) {
   if (p.topk_ids == nullptr || p.expert_offsets == nullptr || p.sorted_pairs == nullptr ||
       p.pair_to_row == nullptr) {
     return absl::InvalidArgumentError("dispatch: null buffer");
@@ -110,7 +110,7 @@ absl::Status CanImplement(const CudaDispatchParams& p) {
   return absl::OkStatus();
 }
 
-absl::Status LaunchDispatch(const CudaDispatchParams& p, cudaStream_t stream) {
+absl::Status LaunchDispatch(const DispatchParams& p, cudaStream_t stream) {
   if (absl::Status s = CanImplement(p); !s.ok()) return s;
   // T = 0 still writes expert_offsets (all zero), as the CPU reference does.
   const size_t shared_bytes = sizeof(int32_t) * p.num_experts;

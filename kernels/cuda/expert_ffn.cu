@@ -53,7 +53,7 @@ __global__ void SiluMulKernel(const float* __restrict__ gate_up, int num_rows, i
 // out[t, h] = sum_j w[t, j] * y[row(t, j), h], j ascending, unused slots skipped. Explicit
 // round-to-nearest multiply and add (no FMA contraction) reproduce the CPU reference's
 // arithmetic.
-__global__ void CombineKernel(CudaCombineParams p) {
+__global__ void CombineKernel(CombineParams p) {
   const int64_t n = static_cast<int64_t>(p.num_tokens) * p.hidden;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -77,11 +77,11 @@ struct Group {
   int rows;
 };
 
-std::vector<Group> NonEmptyGroups(const CudaExpertFfnParams& p) {
+std::vector<Group> NonEmptyGroups(const ExpertFfnParams& p, const ExpertFfnLaunch& launch) {
   std::vector<Group> groups;
   for (int e = 0; e < p.num_experts; ++e) {
-    const int begin = p.expert_offsets_host[e];
-    const int rows = p.expert_offsets_host[e + 1] - begin;
+    const int begin = launch.expert_offsets_host[e];
+    const int rows = launch.expert_offsets_host[e + 1] - begin;
     if (rows > 0) groups.push_back({e, begin, rows});
   }
   return groups;
@@ -89,20 +89,23 @@ std::vector<Group> NonEmptyGroups(const CudaExpertFfnParams& p) {
 
 // Row-major C[rows, n] = A[rows, k] * W[n, k]^T is column-major C^T = W^T(op T) * A^T:
 // cublasSgemm(T, N, m = n, n = rows, k, W, lda = k, A, ldb = k, C, ldc = n).
-absl::Status LoopGemms(const CudaExpertFfnParams& p, const std::vector<Group>& groups, bool down) {
+const float* Data(const MatrixRef& w) { return static_cast<const float*>(w.data); }
+
+absl::Status LoopGemms(const ExpertFfnParams& p, cublasHandle_t cublas,
+                       const std::vector<Group>& groups, bool down) {
   const float one = 1.f;
   const float zero = 0.f;
   const int H = p.hidden;
   const int I = p.inter;
   for (const Group& g : groups) {
     if (!down) {
-      MOE_CUBLAS_CHECK(cublasSgemm(p.cublas, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, g.rows, H, &one,
-                                   p.w_gate_up[g.expert], H,
+      MOE_CUBLAS_CHECK(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, g.rows, H, &one,
+                                   Data(p.w_gate_up[g.expert]), H,
                                    p.ws_x + static_cast<size_t>(g.begin) * H, H, &zero,
                                    p.ws_gate_up + static_cast<size_t>(g.begin) * 2 * I, 2 * I));
     } else {
-      MOE_CUBLAS_CHECK(cublasSgemm(p.cublas, CUBLAS_OP_T, CUBLAS_OP_N, H, g.rows, I, &one,
-                                   p.w_down[g.expert], I,
+      MOE_CUBLAS_CHECK(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, H, g.rows, I, &one,
+                                   Data(p.w_down[g.expert]), I,
                                    p.ws_act + static_cast<size_t>(g.begin) * I, I, &zero,
                                    p.y + static_cast<size_t>(g.begin) * H, H));
     }
@@ -166,13 +169,13 @@ void GroupedGemmScratch::Reset() {
 
 // ------------------------------------------------------------------------ expert FFN
 
-absl::Status CanImplement(const CudaExpertFfnParams& p) {
+absl::Status CanImplement(const ExpertFfnParams& p, const ExpertFfnLaunch& launch) {
   if (p.x == nullptr || p.sorted_pairs == nullptr || p.expert_offsets == nullptr ||
-      p.expert_offsets_host == nullptr || p.w_gate_up == nullptr || p.w_down == nullptr ||
+      launch.expert_offsets_host == nullptr || p.w_gate_up == nullptr || p.w_down == nullptr ||
       p.ws_x == nullptr || p.ws_gate_up == nullptr || p.ws_act == nullptr || p.y == nullptr) {
     return absl::InvalidArgumentError("expert_ffn: null buffer");
   }
-  if (p.cublas == nullptr) return absl::InvalidArgumentError("expert_ffn: no cuBLAS handle");
+  if (launch.cublas == nullptr) return absl::InvalidArgumentError("expert_ffn: no cuBLAS handle");
   if (p.hidden < 1 || p.inter < 1 || p.top_k < 1 || p.num_experts < 1 || p.num_tokens < 0 ||
       p.num_experts > kMaxExperts) {
     return absl::InvalidArgumentError("expert_ffn: bad shape");
@@ -183,32 +186,45 @@ absl::Status CanImplement(const CudaExpertFfnParams& p) {
     return absl::InvalidArgumentError("expert_ffn: dimension overflows int32");
   }
   const int64_t pairs = static_cast<int64_t>(p.num_tokens) * p.top_k;
-  if (p.expert_offsets_host[0] != 0) {
-    return absl::InvalidArgumentError("expert_ffn: expert_offsets[0] != 0");
-  }
+  const int32_t* offsets = launch.expert_offsets_host;
+  if (offsets[0] != 0) return absl::InvalidArgumentError("expert_ffn: expert_offsets[0] != 0");
   for (int e = 0; e < p.num_experts; ++e) {
-    const int32_t begin = p.expert_offsets_host[e];
-    const int32_t end = p.expert_offsets_host[e + 1];
+    const int32_t begin = offsets[e];
+    const int32_t end = offsets[e + 1];
     if (end < begin || end > pairs) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "expert_ffn: expert_offsets not a plan of %d pairs at expert %d", pairs, e));
     }
-    if (end > begin && (p.w_gate_up[e] == nullptr || p.w_down[e] == nullptr)) {
+    if (end == begin) continue;
+    const MatrixRef& gu = p.w_gate_up[e];
+    const MatrixRef& dn = p.w_down[e];
+    if (gu.data == nullptr || dn.data == nullptr) {
       return absl::InvalidArgumentError(
           absl::StrFormat("expert_ffn: expert %d has rows but no weights", e));
     }
+    if (gu.dtype != DType::kF32 || dn.dtype != DType::kF32 ||
+        gu.layout != WeightLayout::kRowMajor || dn.layout != WeightLayout::kRowMajor) {
+      return absl::UnimplementedError(absl::StrFormat(
+          "expert_ffn: expert %d: the CUDA expert FFN reads fp32 row-major weights only", e));
+    }
+    if (gu.rows != 2 * p.inter || gu.cols != p.hidden || dn.rows != p.hidden ||
+        dn.cols != p.inter) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("expert_ffn: expert %d's weights are not [2I, H] and [H, I]", e));
+    }
   }
-  if (p.gemm_path == FfnGemmPath::kGrouped &&
-      (p.grouped_scratch == nullptr || p.grouped_scratch->max_experts() < p.num_experts)) {
+  if (launch.gemm_path == FfnGemmPath::kGrouped &&
+      (launch.grouped_scratch == nullptr || launch.grouped_scratch->max_experts() < p.num_experts)) {
     return absl::InvalidArgumentError(
         "expert_ffn: the grouped path needs a GroupedGemmScratch of at least E experts");
   }
   return absl::OkStatus();
 }
 
-absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) {
-  if (absl::Status s = CanImplement(p); !s.ok()) return s;
-  const int rows = p.expert_offsets_host[p.num_experts];
+absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& launch,
+                             cudaStream_t stream) {
+  if (absl::Status s = CanImplement(p, launch); !s.ok()) return s;
+  const int rows = launch.expert_offsets_host[p.num_experts];
   if (rows == 0) return absl::OkStatus();
   const int H = p.hidden;
   const int I = p.inter;
@@ -217,24 +233,24 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
       p.x, p.sorted_pairs, rows, p.top_k, H, p.ws_x);
   MOE_CUDA_CHECK_LAUNCH(stream);
 
-  MOE_CUBLAS_CHECK(cublasSetStream(p.cublas, stream));
-  MOE_CUBLAS_CHECK(cublasSetPointerMode(p.cublas, CUBLAS_POINTER_MODE_HOST));
-  const std::vector<Group> groups = NonEmptyGroups(p);
+  MOE_CUBLAS_CHECK(cublasSetStream(launch.cublas, stream));
+  MOE_CUBLAS_CHECK(cublasSetPointerMode(launch.cublas, CUBLAS_POINTER_MODE_HOST));
+  const std::vector<Group> groups = NonEmptyGroups(p, launch);
   const int num_groups = static_cast<int>(groups.size());
 
-  if (p.gemm_path == FfnGemmPath::kLoop) {
-    if (absl::Status s = LoopGemms(p, groups, /*down=*/false); !s.ok()) return s;
+  if (launch.gemm_path == FfnGemmPath::kLoop) {
+    if (absl::Status s = LoopGemms(p, launch.cublas, groups, /*down=*/false); !s.ok()) return s;
   } else {
     // Six pointer arrays of num_groups entries: A, B, C of gate_up, then of down.
-    GroupedGemmScratch& scratch = *p.grouped_scratch;
+    GroupedGemmScratch& scratch = *launch.grouped_scratch;
     MOE_CUDA_CHECK(cudaEventSynchronize(scratch.uploaded_));  // the last upload has left
     void** h = scratch.host_ptrs_;
     for (int g = 0; g < num_groups; ++g) {
       const Group& gr = groups[g];
-      h[0 * num_groups + g] = const_cast<float*>(p.w_gate_up[gr.expert]);  // read only
+      h[0 * num_groups + g] = const_cast<float*>(Data(p.w_gate_up[gr.expert]));  // read only
       h[1 * num_groups + g] = p.ws_x + static_cast<size_t>(gr.begin) * H;
       h[2 * num_groups + g] = p.ws_gate_up + static_cast<size_t>(gr.begin) * 2 * I;
-      h[3 * num_groups + g] = const_cast<float*>(p.w_down[gr.expert]);  // read only
+      h[3 * num_groups + g] = const_cast<float*>(Data(p.w_down[gr.expert]));  // read only
       h[4 * num_groups + g] = p.ws_act + static_cast<size_t>(gr.begin) * I;
       h[5 * num_groups + g] = p.y + static_cast<size_t>(gr.begin) * H;
     }
@@ -243,8 +259,8 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
     MOE_CUDA_CHECK(cudaEventRecord(scratch.uploaded_, stream));
   }
 
-  if (p.gemm_path == FfnGemmPath::kGrouped) {
-    void** d = p.grouped_scratch->device_ptrs_;
+  if (launch.gemm_path == FfnGemmPath::kGrouped) {
+    void** d = launch.grouped_scratch->device_ptrs_;
     const std::vector<cublasOperation_t> trans_a(num_groups, CUBLAS_OP_T);
     const std::vector<cublasOperation_t> trans_b(num_groups, CUBLAS_OP_N);
     const std::vector<float> alpha(num_groups, 1.f);
@@ -256,7 +272,7 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
     const std::vector<int> m_gu(num_groups, 2 * I), k_gu(num_groups, H), ld_h(num_groups, H),
         ld_2i(num_groups, 2 * I);
     MOE_CUBLAS_CHECK(cublasSgemmGroupedBatched(
-        p.cublas, trans_a.data(), trans_b.data(), m_gu.data(), n.data(), k_gu.data(), alpha.data(),
+        launch.cublas, trans_a.data(), trans_b.data(), m_gu.data(), n.data(), k_gu.data(), alpha.data(),
         reinterpret_cast<const float* const*>(d + 0 * num_groups), ld_h.data(),
         reinterpret_cast<const float* const*>(d + 1 * num_groups), ld_h.data(), beta.data(),
         reinterpret_cast<float* const*>(d + 2 * num_groups), ld_2i.data(), num_groups,
@@ -267,7 +283,7 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
     // down: Y[rows, H] = A[rows, I] W_down[H, I]^T.
     const std::vector<int> m_d(num_groups, H), k_d(num_groups, I), ld_i(num_groups, I);
     MOE_CUBLAS_CHECK(cublasSgemmGroupedBatched(
-        p.cublas, trans_a.data(), trans_b.data(), m_d.data(), n.data(), k_d.data(), alpha.data(),
+        launch.cublas, trans_a.data(), trans_b.data(), m_d.data(), n.data(), k_d.data(), alpha.data(),
         reinterpret_cast<const float* const*>(d + 3 * num_groups), ld_i.data(),
         reinterpret_cast<const float* const*>(d + 4 * num_groups), ld_i.data(), beta.data(),
         reinterpret_cast<float* const*>(d + 5 * num_groups), ld_h.data(), num_groups,
@@ -276,7 +292,7 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
     SiluMulKernel<<<BlocksFor(static_cast<int64_t>(rows) * I), kThreads, 0, stream>>>(
         p.ws_gate_up, rows, I, p.ws_act);
     MOE_CUDA_CHECK_LAUNCH(stream);
-    if (absl::Status s = LoopGemms(p, groups, /*down=*/true); !s.ok()) return s;
+    if (absl::Status s = LoopGemms(p, launch.cublas, groups, /*down=*/true); !s.ok()) return s;
   }
   MOE_CUDA_DEBUG_SYNC(stream);
   return absl::OkStatus();
@@ -284,7 +300,7 @@ absl::Status LaunchExpertFfn(const CudaExpertFfnParams& p, cudaStream_t stream) 
 
 // --------------------------------------------------------------------------- combine
 
-absl::Status CanImplement(const CudaCombineParams& p) {
+absl::Status CanImplement(const CombineParams& p) {
   if (p.y == nullptr || p.pair_to_row == nullptr || p.topk_weights == nullptr || p.out == nullptr) {
     return absl::InvalidArgumentError("combine: null buffer");
   }
@@ -297,12 +313,70 @@ absl::Status CanImplement(const CudaCombineParams& p) {
   return absl::OkStatus();
 }
 
-absl::Status LaunchCombine(const CudaCombineParams& p, cudaStream_t stream) {
+absl::Status LaunchCombine(const CombineParams& p, cudaStream_t stream) {
   if (absl::Status s = CanImplement(p); !s.ok()) return s;
   if (p.num_tokens == 0) return absl::OkStatus();
   CombineKernel<<<BlocksFor(static_cast<int64_t>(p.num_tokens) * p.hidden), kThreads, 0, stream>>>(
       p);
   MOE_CUDA_CHECK_LAUNCH(stream);
+  return absl::OkStatus();
+}
+
+// ----------------------------------------------------------------------------- linear
+
+absl::Status CanImplement(const LinearParams& p) {
+  if (p.m < 0) return absl::InvalidArgumentError("linear: m < 0");
+  if (p.m > 0 && (p.x == nullptr || p.y == nullptr || p.w.data == nullptr)) {
+    return absl::InvalidArgumentError("linear: null buffer");
+  }
+  if (p.w.dtype != DType::kF32 || p.w.layout != WeightLayout::kRowMajor) {
+    return absl::UnimplementedError("linear: the CUDA Linear reads fp32 row-major weights only");
+  }
+  if (p.x_rows != nullptr) {
+    return absl::UnimplementedError("linear: the CUDA Linear has no row indirection");
+  }
+  if (p.w.rows < 1 || p.w.cols < 1 || p.w.rows > INT32_MAX || p.w.cols > INT32_MAX ||
+      p.ldx < p.w.cols || p.ldy < p.w.rows || p.ldx > INT32_MAX || p.ldy > INT32_MAX) {
+    return absl::InvalidArgumentError("linear: bad shape or leading dimension");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// y[r, n] += bias[n].
+__global__ void AddBiasKernel(float* __restrict__ y, int64_t ldy, const float* __restrict__ bias,
+                              int rows, int n) {
+  const int64_t total = static_cast<int64_t>(rows) * n;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / n;
+    const int64_t c = idx - r * n;
+    y[r * ldy + c] += bias[c];
+  }
+}
+
+}  // namespace
+
+absl::Status LaunchLinear(const LinearParams& p, cublasHandle_t cublas, cudaStream_t stream) {
+  if (absl::Status s = CanImplement(p); !s.ok()) return s;
+  if (p.m == 0) return absl::OkStatus();
+  if (cublas == nullptr) return absl::InvalidArgumentError("linear: no cuBLAS handle");
+  const float one = 1.f;
+  const float zero = 0.f;
+  const int N = static_cast<int>(p.w.rows);
+  const int K = static_cast<int>(p.w.cols);
+  MOE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
+  MOE_CUBLAS_CHECK(cublasSetPointerMode(cublas, CUBLAS_POINTER_MODE_HOST));
+  // Row-major y[m, N] = x[m, K] W[N, K]^T as column-major y^T = W^T(op T) x^T.
+  MOE_CUBLAS_CHECK(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, p.m, K, &one,
+                               static_cast<const float*>(p.w.data), K, p.x,
+                               static_cast<int>(p.ldx), &zero, p.y, static_cast<int>(p.ldy)));
+  if (p.bias != nullptr) {
+    AddBiasKernel<<<BlocksFor(static_cast<int64_t>(p.m) * N), kThreads, 0, stream>>>(
+        p.y, p.ldy, p.bias, p.m, N);
+    MOE_CUDA_CHECK_LAUNCH(stream);
+  }
   return absl::OkStatus();
 }
 

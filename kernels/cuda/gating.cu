@@ -1,5 +1,5 @@
 // Fused routing: softmax -> top-k -> renormalise (or SCMoE rank-r), one warp per token.
-// Mirrors kernels::Gating (kernels/cpu/moe.cc) operation by operation: fp32 softmax with
+// Mirrors kernels::cpu::Gating (kernels/cpu/moe.cc) operation by operation: fp32 softmax with
 // the max subtracted and a division by the sum, top-k by descending probability with ties
 // to the lower expert id, renormalisation by the sum of the k weights in slot order.
 #include <cuda_runtime.h>
@@ -48,7 +48,7 @@ __device__ __forceinline__ void WarpArgMax(float& value, int& index) {
 }
 
 // Dynamic shared memory: kWarpsPerBlock * E floats, one probability row per warp.
-__global__ void SoftmaxTopKKernel(CudaGatingParams p) {
+__global__ void SoftmaxTopKKernel(GatingParams p) {
   extern __shared__ float shared_prob[];
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
@@ -117,7 +117,7 @@ __global__ void SoftmaxTopKKernel(CudaGatingParams p) {
 
 }  // namespace
 
-absl::Status CanImplement(const CudaGatingParams& p) {
+absl::Status CanImplement(const GatingParams& p) {
   if (p.rule != RoutingRule::kSoftmaxTopK) {
     return absl::UnimplementedError("gating: only RoutingRule::kSoftmaxTopK");
   }
@@ -136,7 +136,7 @@ absl::Status CanImplement(const CudaGatingParams& p) {
   return absl::OkStatus();
 }
 
-absl::Status LaunchGating(const CudaGatingParams& p, cudaStream_t stream) {
+absl::Status LaunchGating(const GatingParams& p, cudaStream_t stream) {
   if (absl::Status s = CanImplement(p); !s.ok()) return s;
   if (p.num_tokens == 0) return absl::OkStatus();
   const int blocks = (p.num_tokens + kWarpsPerBlock - 1) / kWarpsPerBlock;

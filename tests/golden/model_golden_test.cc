@@ -105,18 +105,18 @@ std::vector<std::vector<float>> ScorePrompts(Model& model, const std::vector<Pro
   const int V = model.config().vocab_size;
   int blocks = 0;
   for (const Prompt& p : prompts) blocks += (p.ids.size() + kKvBlockSize - 1) / kKvBlockSize;
-  auto kv = HostKvCache::Create(model.KvShape(blocks));
+  auto kv = KvCache::Create(model.backend(), model.KvShape(blocks));
   EXPECT_TRUE(kv.ok());
   std::vector<std::vector<int32_t>> tables(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
-    EXPECT_TRUE((*kv)->EnsureCapacity(&tables[i], prompts[i].ids.size()));
+    EXPECT_TRUE(kv->pool->EnsureCapacity(&tables[i], prompts[i].ids.size()));
   }
   auto run = [&](const std::vector<size_t>& which) {
     Batch batch;
     batch.all_logits = true;
     for (size_t i : which) batch.AddSequence(prompts[i].ids, 0, tables[i].data(), true);
     ForwardOutput out;
-    absl::Status s = model.Forward(batch, **kv, &out);
+    absl::Status s = model.Forward(batch, *kv->storage, &out);
     EXPECT_TRUE(s.ok()) << s;
     size_t row = 0;
     for (size_t i : which) {
@@ -183,10 +183,10 @@ TEST_P(ModelGoldenTest, ChunkedPrefillThroughTheKvCacheMatches) {
   for (const Prompt& p : f.prompts) {
     const int n = static_cast<int>(p.ids.size());
     if (n < 3) continue;
-    auto kv = HostKvCache::Create(model.KvShape(n / kKvBlockSize + 1));
+    auto kv = KvCache::Create(model.backend(), model.KvShape(n / kKvBlockSize + 1));
     ASSERT_TRUE(kv.ok());
     std::vector<int32_t> table;
-    ASSERT_TRUE((*kv)->EnsureCapacity(&table, n));
+    ASSERT_TRUE(kv->pool->EnsureCapacity(&table, n));
     // Three chunks: [0, a), [a, b), [b, n), each a separate step.
     const int a = n / 3, b = 2 * n / 3;
     std::vector<float> got;
@@ -196,7 +196,7 @@ TEST_P(ModelGoldenTest, ChunkedPrefillThroughTheKvCacheMatches) {
       batch.all_logits = true;
       batch.AddSequence(std::span(p.ids).subspan(lo, hi - lo), lo, table.data(), true);
       ForwardOutput out;
-      ASSERT_TRUE(model.Forward(batch, **kv, &out).ok());
+      ASSERT_TRUE(model.Forward(batch, *kv->storage, &out).ok());
       got.insert(got.end(), out.logits.begin(), out.logits.end());
     }
     ExpectLogitsMatch(p, got, V, "chunked prefill");
@@ -358,28 +358,28 @@ TEST(ModelForwardTest, MalformedBatchIsAnErrorNotACrash) {
   auto lm = LoadModelDir((ModelsDir() / "olmoe").string());
   ASSERT_TRUE(lm.ok()) << lm.status();
   Model& model = *lm->model;
-  auto kv = HostKvCache::Create(model.KvShape(2));
+  auto kv = KvCache::Create(model.backend(), model.KvShape(2));
   ASSERT_TRUE(kv.ok());
   std::vector<int32_t> table;
-  ASSERT_TRUE((*kv)->EnsureCapacity(&table, 4));
+  ASSERT_TRUE(kv->pool->EnsureCapacity(&table, 4));
   ForwardOutput out;
   {
     Batch b;
     const int32_t bad[] = {1, lm->config.vocab_size};
     b.AddSequence(bad, 0, table.data(), true);
-    EXPECT_EQ(model.Forward(b, **kv, &out).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(model.Forward(b, *kv->storage, &out).code(), absl::StatusCode::kInvalidArgument);
   }
   {
     Batch b;
     const int32_t ok[] = {1, 2};
     b.AddSequence(ok, lm->config.max_position_embeddings - 1, table.data(), true);
-    EXPECT_EQ(model.Forward(b, **kv, &out).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(model.Forward(b, *kv->storage, &out).code(), absl::StatusCode::kInvalidArgument);
   }
   {
     Batch b;
     const int32_t ok[] = {1, 2};
     b.AddSequence(ok, 0, nullptr, true);
-    EXPECT_EQ(model.Forward(b, **kv, &out).code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(model.Forward(b, *kv->storage, &out).code(), absl::StatusCode::kInvalidArgument);
   }
   GenerationRequest r;
   r.prompt = {1, 2, 3};

@@ -1,5 +1,6 @@
 // CUDA MoE kernels (kernels/cuda/moe_cuda.h) against the CPU reference (kernels/cpu/moe.h)
-// on fresh random inputs, outputs of both poisoned before the run. Routing ids and the
+// on fresh random inputs, outputs of both poisoned before the run. Both take the same
+// Params structs (kernels/params.h). Routing ids and the
 // dispatch arrays must match exactly, routing weights within 1e-6, the expert FFN and the
 // combine within 1e-4 relative (fp32 GEMMs summed in a different order). The tests skip
 // themselves without a device; the CanImplement tests need none.
@@ -20,6 +21,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/cuda/device_buffer.h"
 #include "kernels/cuda/moe_cuda.h"
@@ -110,6 +112,15 @@ void ExpectNearRelative(const std::vector<float>& gpu, const std::vector<float>&
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << cpu.size() << " entries differ";
 }
 
+// A row-major fp32 [rows, cols] matrix packed for the CPU GEMM into `storage`.
+MatrixRef PackForCpu(const std::vector<float>& w, int64_t rows, int64_t cols,
+                     std::vector<char>* storage) {
+  storage->resize(MatrixBytes(DType::kF32, WeightLayout::kPanels16, rows, cols));
+  const cpu::PackSource src{w.data(), cpu::SourceType::kF32, rows};
+  cpu::PackPanels(std::span(&src, 1), cols, DType::kF32, storage->data());
+  return {storage->data(), DType::kF32, WeightLayout::kPanels16, rows, cols};
+}
+
 class StreamOwner {
  public:
   StreamOwner() { MOE_CUDA_CHECK_FATAL(cudaStreamCreate(&stream_)); }
@@ -160,15 +171,15 @@ TEST_P(GatingTest, MatchesCpuReference) {
   cp.weak_rank = weak ? weak_rank.data() : nullptr;
   cp.topk_ids = cpu_ids.data();
   cp.topk_weights = cpu_w.data();
-  ASSERT_TRUE(CanImplement(cp).ok());
-  Gating(cp);
+  ASSERT_TRUE(cpu::CanImplement(cp).ok());
+  cpu::Gating(cp);
 
   StreamOwner stream;
   DeviceBuffer<float> d_logits = Upload(logits);
   DeviceBuffer<int32_t> d_weak = Upload(weak_rank);
   DeviceBuffer<int32_t> d_ids = Poisoned<int32_t>(TK, kIntPoison);
   DeviceBuffer<float> d_w = Poisoned<float>(TK, kFloatPoison);
-  CudaGatingParams gp;
+  GatingParams gp;
   gp.router_logits = d_logits.data();
   gp.num_tokens = T;
   gp.num_experts = E;
@@ -233,15 +244,15 @@ TEST_P(DispatchTest, MatchesCpuReference) {
   cp.expert_offsets = cpu_off.data();
   cp.sorted_pairs = cpu_sorted.data();
   cp.pair_to_row = cpu_row.data();
-  ASSERT_TRUE(CanImplement(cp).ok());
-  Dispatch(cp);
+  ASSERT_TRUE(cpu::CanImplement(cp).ok());
+  cpu::Dispatch(cp);
 
   StreamOwner stream;
   DeviceBuffer<int32_t> d_ids = Upload(ids);
   DeviceBuffer<int32_t> d_off = Poisoned<int32_t>(E + 1, kIntPoison);
   DeviceBuffer<int32_t> d_sorted = Poisoned<int32_t>(TK, kIntPoison);
   DeviceBuffer<int32_t> d_row = Poisoned<int32_t>(TK, kIntPoison);
-  CudaDispatchParams gp;
+  DispatchParams gp;
   gp.topk_ids = d_ids.data();
   gp.num_tokens = T;
   gp.top_k = K;
@@ -297,7 +308,7 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   g.renormalize = true;
   g.topk_ids = ids.data();
   g.topk_weights = weights.data();
-  Gating(g);
+  cpu::Gating(g);
   std::vector<int32_t> offsets(E + 1), sorted(TK), pair_to_row(TK);
   DispatchParams d;
   d.topk_ids = ids.data();
@@ -307,26 +318,27 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   d.expert_offsets = offsets.data();
   d.sorted_pairs = sorted.data();
   d.pair_to_row = pair_to_row.data();
-  Dispatch(d);
+  cpu::Dispatch(d);
   const int rows = offsets[E];
 
   const std::vector<float> x = RandomUniform(static_cast<size_t>(T) * H, rng, 1.f);
   // Each expert its own weights; experts without rows get none (nullptr), so a kernel that
   // read them would fault.
+  // The CPU reads them packed (kPanels16), the GPU row-major.
   std::vector<std::vector<float>> w_gu(E), w_dn(E);
-  std::vector<const float*> h_gu(E, nullptr), h_dn(E, nullptr);
+  std::vector<std::vector<char>> packed(2 * E);
+  std::vector<MatrixRef> h_gu(E), h_dn(E), dev_gu(E), dev_dn(E);
   std::vector<DeviceBuffer<float>> d_gu_buf, d_dn_buf;
-  std::vector<const float*> dev_gu(E, nullptr), dev_dn(E, nullptr);
   for (int e = 0; e < E; ++e) {
     if (offsets[e + 1] == offsets[e]) continue;
     w_gu[e] = RandomUniform(static_cast<size_t>(2) * I * H, rng, 1.f / std::sqrt(float{H}));
     w_dn[e] = RandomUniform(static_cast<size_t>(H) * I, rng, 1.f / std::sqrt(float{I}));
-    h_gu[e] = w_gu[e].data();
-    h_dn[e] = w_dn[e].data();
+    h_gu[e] = PackForCpu(w_gu[e], 2 * I, H, &packed[2 * e]);
+    h_dn[e] = PackForCpu(w_dn[e], H, I, &packed[2 * e + 1]);
     d_gu_buf.push_back(Upload(w_gu[e]));
-    dev_gu[e] = d_gu_buf.back().data();
+    dev_gu[e] = {d_gu_buf.back().data(), DType::kF32, WeightLayout::kRowMajor, 2 * I, H};
     d_dn_buf.push_back(Upload(w_dn[e]));
-    dev_dn[e] = d_dn_buf.back().data();
+    dev_dn[e] = {d_dn_buf.back().data(), DType::kF32, WeightLayout::kRowMajor, H, I};
   }
 
   // CPU reference.
@@ -347,8 +359,8 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   cf.ws_gate_up = ws_gu.data();
   cf.ws_act = ws_act.data();
   cf.y = cpu_y.data();
-  ASSERT_TRUE(CanImplement(cf).ok());
-  ExpertFfn(cf);
+  ASSERT_TRUE(cpu::CanImplement(cf).ok());
+  cpu::ExpertFfn(cf);
   std::vector<float> cpu_out = PoisonedHost<float>(static_cast<size_t>(T) * H, kFloatPoison);
   CombineParams cc;
   cc.y = cpu_y.data();
@@ -358,7 +370,7 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   cc.top_k = K;
   cc.hidden = H;
   cc.out = cpu_out.data();
-  Combine(cc);
+  cpu::Combine(cc);
 
   // GPU.
   StreamOwner stream;
@@ -375,11 +387,10 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   DeviceBuffer<float> d_y = Poisoned<float>(TK * H, kFloatPoison);
   DeviceBuffer<float> d_out = Poisoned<float>(static_cast<size_t>(T) * H, kFloatPoison);
 
-  CudaExpertFfnParams gf;
+  ExpertFfnParams gf;
   gf.x = d_x.data();
   gf.sorted_pairs = d_sorted.data();
   gf.expert_offsets = d_offsets.data();
-  gf.expert_offsets_host = offsets.data();
   gf.num_tokens = T;
   gf.top_k = K;
   gf.num_experts = E;
@@ -391,12 +402,14 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   gf.ws_gate_up = d_ws_gu.data();
   gf.ws_act = d_ws_act.data();
   gf.y = d_y.data();
-  gf.gemm_path = path;
-  gf.cublas = cublas.get();
-  gf.grouped_scratch = &scratch;
-  const absl::Status ffn_status = LaunchExpertFfn(gf, stream.get());
+  ExpertFfnLaunch launch;
+  launch.expert_offsets_host = offsets.data();
+  launch.gemm_path = path;
+  launch.cublas = cublas.get();
+  launch.grouped_scratch = &scratch;
+  const absl::Status ffn_status = LaunchExpertFfn(gf, launch, stream.get());
   ASSERT_TRUE(ffn_status.ok()) << ffn_status;
-  CudaCombineParams gc;
+  CombineParams gc;
   gc.y = d_y.data();
   gc.pair_to_row = d_p2r.data();
   gc.topk_weights = d_weights.data();
@@ -431,12 +444,12 @@ TEST(ExpertLayerRepeatTest, GroupedScratchReuse) {
   for (int e = 0; e <= E; ++e) offsets[e] = static_cast<int32_t>(e * TK / E);
   for (size_t i = 0; i < TK; ++i) sorted[i] = static_cast<int32_t>(i);
   std::vector<DeviceBuffer<float>> bufs;
-  std::vector<const float*> gu(E), dn(E);
+  std::vector<MatrixRef> gu(E), dn(E);
   for (int e = 0; e < E; ++e) {
     bufs.push_back(Upload(RandomUniform(size_t{2} * I * H, rng, 0.1f)));
-    gu[e] = bufs.back().data();
+    gu[e] = {bufs.back().data(), DType::kF32, WeightLayout::kRowMajor, 2 * I, H};
     bufs.push_back(Upload(RandomUniform(size_t{H} * I, rng, 0.1f)));
-    dn[e] = bufs.back().data();
+    dn[e] = {bufs.back().data(), DType::kF32, WeightLayout::kRowMajor, H, I};
   }
   StreamOwner stream;
   CublasHandle cublas = Unwrap(CublasHandle::Create());
@@ -452,10 +465,9 @@ TEST(ExpertLayerRepeatTest, GroupedScratchReuse) {
   DeviceBuffer<float> y2 = Poisoned<float>(TK * H, kFloatPoison);
   DeviceBuffer<float> y_loop = Poisoned<float>(TK * H, kFloatPoison);
 
-  CudaExpertFfnParams p;
+  ExpertFfnParams p;
   p.sorted_pairs = d_sorted.data();
   p.expert_offsets = d_offsets.data();
-  p.expert_offsets_host = offsets.data();
   p.num_tokens = T;
   p.top_k = K;
   p.num_experts = E;
@@ -466,18 +478,20 @@ TEST(ExpertLayerRepeatTest, GroupedScratchReuse) {
   p.ws_x = ws_x.data();
   p.ws_gate_up = ws_gu.data();
   p.ws_act = ws_act.data();
-  p.cublas = cublas.get();
-  p.grouped_scratch = &scratch;
-  p.gemm_path = FfnGemmPath::kGrouped;
+  ExpertFfnLaunch launch;
+  launch.expert_offsets_host = offsets.data();
+  launch.cublas = cublas.get();
+  launch.grouped_scratch = &scratch;
+  launch.gemm_path = FfnGemmPath::kGrouped;
   p.x = d_x1.data();
   p.y = y1.data();
-  ASSERT_TRUE(LaunchExpertFfn(p, stream.get()).ok());
+  ASSERT_TRUE(LaunchExpertFfn(p, launch, stream.get()).ok());
   p.x = d_x2.data();
   p.y = y2.data();
-  ASSERT_TRUE(LaunchExpertFfn(p, stream.get()).ok());
-  p.gemm_path = FfnGemmPath::kLoop;
+  ASSERT_TRUE(LaunchExpertFfn(p, launch, stream.get()).ok());
+  launch.gemm_path = FfnGemmPath::kLoop;
   p.y = y_loop.data();
-  ASSERT_TRUE(LaunchExpertFfn(p, stream.get()).ok());
+  ASSERT_TRUE(LaunchExpertFfn(p, launch, stream.get()).ok());
   ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
   ExpectNearRelative(Download(y2, TK * H), Download(y_loop, TK * H), 1e-5f, "y2 vs loop");
 }
@@ -487,7 +501,7 @@ TEST(ExpertLayerRepeatTest, GroupedScratchReuse) {
 TEST(CudaCanImplementTest, RejectsWhatTheKernelsDoNotHandle) {
   float f = 0.f;
   int32_t i = 0;
-  CudaGatingParams g;
+  GatingParams g;
   g.router_logits = &f;
   g.topk_ids = &i;
   g.topk_weights = &f;
@@ -504,7 +518,7 @@ TEST(CudaCanImplementTest, RejectsWhatTheKernelsDoNotHandle) {
   g.topk_ids = nullptr;
   EXPECT_EQ(CanImplement(g).code(), absl::StatusCode::kInvalidArgument);
 
-  CudaDispatchParams d;
+  DispatchParams d;
   d.topk_ids = &i;
   d.expert_offsets = &i;
   d.sorted_pairs = &i;
@@ -520,32 +534,40 @@ TEST(CudaCanImplementTest, RejectsWhatTheKernelsDoNotHandle) {
   EXPECT_EQ(CanImplement(d).code(), absl::StatusCode::kInvalidArgument);
 
   // A plan whose rows exceed T*K, an expert with rows and no weights, a missing scratch.
-  const float* no_weights[2] = {nullptr, nullptr};
-  const float* weights[2] = {&f, &f};
+  const MatrixRef gu = {&f, DType::kF32, WeightLayout::kRowMajor, 8, 4};
+  const MatrixRef dn = {&f, DType::kF32, WeightLayout::kRowMajor, 4, 4};
+  const MatrixRef no_weights[2] = {MatrixRef{}, MatrixRef{}};
+  const MatrixRef gate_up[2] = {gu, gu};
+  const MatrixRef down[2] = {dn, dn};
+  MatrixRef bf16_down[2] = {dn, dn};
+  bf16_down[1].dtype = DType::kBF16;
   int32_t offsets[3] = {0, 1, 2};
-  CudaExpertFfnParams e;
+  ExpertFfnParams e;
   e.x = &f;
   e.sorted_pairs = &i;
   e.expert_offsets = &i;
-  e.expert_offsets_host = offsets;
   e.num_tokens = 2;
   e.top_k = 1;
   e.num_experts = 2;
   e.hidden = 4;
   e.inter = 4;
-  e.w_gate_up = weights;
-  e.w_down = weights;
+  e.w_gate_up = gate_up;
+  e.w_down = down;
   e.ws_x = e.ws_gate_up = e.ws_act = e.y = &f;
-  e.cublas = reinterpret_cast<cublasHandle_t>(&i);  // only compared with nullptr here
-  EXPECT_TRUE(CanImplement(e).ok());
-  e.gemm_path = FfnGemmPath::kGrouped;
-  EXPECT_EQ(CanImplement(e).code(), absl::StatusCode::kInvalidArgument);
-  e.gemm_path = FfnGemmPath::kLoop;
+  ExpertFfnLaunch launch;
+  launch.expert_offsets_host = offsets;
+  launch.cublas = reinterpret_cast<cublasHandle_t>(&i);  // only compared with nullptr here
+  EXPECT_TRUE(CanImplement(e, launch).ok());
+  launch.gemm_path = FfnGemmPath::kGrouped;
+  EXPECT_EQ(CanImplement(e, launch).code(), absl::StatusCode::kInvalidArgument);
+  launch.gemm_path = FfnGemmPath::kLoop;
   e.w_down = no_weights;
-  EXPECT_EQ(CanImplement(e).code(), absl::StatusCode::kInvalidArgument);
-  e.w_down = weights;
+  EXPECT_EQ(CanImplement(e, launch).code(), absl::StatusCode::kInvalidArgument);
+  e.w_down = bf16_down;
+  EXPECT_EQ(CanImplement(e, launch).code(), absl::StatusCode::kUnimplemented);
+  e.w_down = down;
   e.num_tokens = 1;
-  EXPECT_EQ(CanImplement(e).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CanImplement(e, launch).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

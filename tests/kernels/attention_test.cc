@@ -1,7 +1,9 @@
 // Paged attention against plain causal attention over contiguous K/V, with shuffled
-// blocks, GQA, several sequences in one batch and a sliding window.
+// blocks, GQA, several sequences in one batch and a sliding window, on every instruction
+// set this CPU has; and a sequence's outputs bit-identical alone or in a batch.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -9,48 +11,64 @@
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/attention.h"
+#include "tests/kernels/kernels_test_util.h"
 
-namespace moe::kernels {
+namespace moe::kernels::cpu {
 namespace {
 
-struct Seq {
-  int len;  // tokens (all in this step)
+constexpr int kHq = 4, kHkv = 2, kB = 4;
+
+// One sequence's new tokens, all of them in this step: q [len, Hq, D], k and v [len, Hkv*D].
+struct SeqData {
+  int len = 0;
+  std::vector<float> q, k, v;
 };
 
-void RunCase(int window) {
-  const int Hq = 4, Hkv = 2, D = 8, B = 4;
-  const std::vector<int> lens = {1, 9, 4, 13};
-  std::mt19937 rng(3 + window);
+SeqData MakeSeq(int len, int D, uint32_t seed) {
+  std::mt19937 rng(seed);
   std::normal_distribution<float> nd;
-  int T = 0;
-  for (int l : lens) T += l;
-  int num_blocks = 0;
-  for (int l : lens) num_blocks += (l + B - 1) / B;
-  // Hand out blocks in shuffled order so tables are not contiguous.
+  SeqData s;
+  s.len = len;
+  s.q.resize(static_cast<size_t>(len) * kHq * D);
+  s.k.resize(static_cast<size_t>(len) * kHkv * D);
+  s.v.resize(s.k.size());
+  for (float& f : s.q) f = nd(rng);
+  for (float& f : s.k) f = nd(rng);
+  for (float& f : s.v) f = nd(rng);
+  return s;
+}
+
+// Runs every sequence in one flat batch, with blocks handed out in a shuffled order, and
+// returns each sequence's output [len, Hq, D].
+std::vector<std::vector<float>> Attend(const std::vector<SeqData>& seqs, int D, int window,
+                                       uint32_t shuffle_seed) {
+  int T = 0, num_blocks = 0;
+  for (const SeqData& s : seqs) {
+    T += s.len;
+    num_blocks += (s.len + kB - 1) / kB;
+  }
+  std::mt19937 rng(shuffle_seed);
   std::vector<int32_t> pool(num_blocks + 3);
   std::iota(pool.begin(), pool.end(), 0);
   std::shuffle(pool.begin(), pool.end(), rng);
-  const int kv_row = Hkv * D;
-  std::vector<float> kc(static_cast<size_t>(pool.size()) * B * kv_row, 1e30f),
-      vc(static_cast<size_t>(pool.size()) * B * kv_row, 1e30f);
-  std::vector<std::vector<int32_t>> tables(lens.size());
+  const int kv_row = kHkv * D;
+  std::vector<float> kc(pool.size() * kB * kv_row, 1e30f), vc(kc.size(), 1e30f);
+  std::vector<std::vector<int32_t>> tables(seqs.size());
   std::vector<const int32_t*> table_ptrs;
   std::vector<int32_t> token_seq, positions;
-  std::vector<float> q(static_cast<size_t>(T) * Hq * D), k(static_cast<size_t>(T) * kv_row),
-      v(static_cast<size_t>(T) * kv_row);
-  for (float& f : q) f = nd(rng);
-  for (float& f : k) f = nd(rng);
-  for (float& f : v) f = nd(rng);
+  std::vector<float> q;
   size_t next = 0;
-  int t = 0;
-  for (size_t s = 0; s < lens.size(); ++s) {
-    for (int b = 0; b < (lens[s] + B - 1) / B; ++b) tables[s].push_back(pool[next++]);
-    for (int p = 0; p < lens[s]; ++p, ++t) {
+  for (size_t s = 0; s < seqs.size(); ++s) {
+    for (int b = 0; b < (seqs[s].len + kB - 1) / kB; ++b) tables[s].push_back(pool[next++]);
+    q.insert(q.end(), seqs[s].q.begin(), seqs[s].q.end());
+    for (int p = 0; p < seqs[s].len; ++p) {
       token_seq.push_back(static_cast<int32_t>(s));
       positions.push_back(p);
-      const size_t slot = static_cast<size_t>(tables[s][p / B]) * B + p % B;
-      std::copy_n(k.begin() + static_cast<size_t>(t) * kv_row, kv_row, kc.begin() + slot * kv_row);
-      std::copy_n(v.begin() + static_cast<size_t>(t) * kv_row, kv_row, vc.begin() + slot * kv_row);
+      const size_t slot = static_cast<size_t>(tables[s][p / kB]) * kB + p % kB;
+      std::copy_n(seqs[s].k.begin() + static_cast<size_t>(p) * kv_row, kv_row,
+                  kc.begin() + slot * kv_row);
+      std::copy_n(seqs[s].v.begin() + static_cast<size_t>(p) * kv_row, kv_row,
+                  vc.begin() + slot * kv_row);
     }
   }
   for (auto& tb : tables) table_ptrs.push_back(tb.data());
@@ -59,58 +77,91 @@ void RunCase(int window) {
   p.q = q.data();
   p.out = out.data();
   p.num_tokens = T;
-  p.num_q_heads = Hq;
-  p.num_kv_heads = Hkv;
+  p.num_q_heads = kHq;
+  p.num_kv_heads = kHkv;
   p.head_dim = D;
   p.token_seq = token_seq.data();
   p.positions = positions.data();
   p.block_tables = table_ptrs.data();
-  p.block_size = B;
+  p.block_size = kB;
   p.k_cache = kc.data();
   p.v_cache = vc.data();
   p.scale = 1.f / std::sqrt(static_cast<float>(D));
   p.sliding_window = window;
-  ASSERT_TRUE(CanImplement(p).ok());
+  EXPECT_TRUE(CanImplement(p).ok());
   PagedAttention(p);
+  std::vector<std::vector<float>> per_seq;
+  size_t at = 0;
+  for (const SeqData& s : seqs) {
+    per_seq.emplace_back(out.begin() + at, out.begin() + at + s.q.size());
+    at += s.q.size();
+  }
+  return per_seq;
+}
 
-  // Reference: contiguous per-sequence attention in double.
-  int base = 0;
-  for (size_t s = 0; s < lens.size(); ++s) {
-    for (int i = 0; i < lens[s]; ++i) {
-      for (int h = 0; h < Hq; ++h) {
-        const int kvh = h / (Hq / Hkv);
-        const int first = window > 0 ? std::max(0, i - window + 1) : 0;
-        std::vector<double> sc;
-        double mx = -1e300;
-        for (int j = first; j <= i; ++j) {
-          double dot = 0;
-          for (int d = 0; d < D; ++d) {
-            dot += q[(static_cast<size_t>(base + i) * Hq + h) * D + d] *
-                   k[static_cast<size_t>(base + j) * kv_row + kvh * D + d];
-          }
-          sc.push_back(dot / std::sqrt(static_cast<double>(D)));
-          mx = std::max(mx, sc.back());
-        }
-        double sum = 0;
-        for (double& x : sc) sum += (x = std::exp(x - mx));
+// Contiguous causal attention of one sequence in double.
+void ExpectMatchesReference(const SeqData& s, const std::vector<float>& out, int D, int window) {
+  const int kv_row = kHkv * D;
+  for (int i = 0; i < s.len; ++i) {
+    for (int h = 0; h < kHq; ++h) {
+      const int kvh = h / (kHq / kHkv);
+      const int first = window > 0 ? std::max(0, i - window + 1) : 0;
+      std::vector<double> sc;
+      double mx = -1e300;
+      for (int j = first; j <= i; ++j) {
+        double dot = 0;
         for (int d = 0; d < D; ++d) {
-          double o = 0;
-          for (int j = first; j <= i; ++j) {
-            o += sc[j - first] / sum * v[static_cast<size_t>(base + j) * kv_row + kvh * D + d];
-          }
-          EXPECT_NEAR(out[(static_cast<size_t>(base + i) * Hq + h) * D + d], o, 1e-5)
-              << "seq " << s << " pos " << i << " head " << h;
+          dot += static_cast<double>(s.q[(static_cast<size_t>(i) * kHq + h) * D + d]) *
+                 s.k[static_cast<size_t>(j) * kv_row + kvh * D + d];
         }
+        sc.push_back(dot / std::sqrt(static_cast<double>(D)));
+        mx = std::max(mx, sc.back());
+      }
+      double sum = 0;
+      for (double& x : sc) sum += (x = std::exp(x - mx));
+      for (int d = 0; d < D; ++d) {
+        double o = 0;
+        for (int j = first; j <= i; ++j) {
+          o += sc[j - first] / sum * s.v[static_cast<size_t>(j) * kv_row + kvh * D + d];
+        }
+        ASSERT_NEAR(out[(static_cast<size_t>(i) * kHq + h) * D + d], o, 1e-5)
+            << "pos " << i << " head " << h << " D " << D;
       }
     }
-    base += lens[s];
   }
 }
 
-TEST(PagedAttentionTest, MatchesContiguousCausalAttention) { RunCase(0); }
-TEST(PagedAttentionTest, SlidingWindowLimitsKeys) { RunCase(3); }
+class PagedAttentionTest : public IsaTest {};
 
-TEST(PagedAttentionTest, RejectsHeadsNotDivisibleByKvHeads) {
+TEST_P(PagedAttentionTest, MatchesContiguousCausalAttention) {
+  for (int D : {8, 64, 80}) {
+    std::vector<SeqData> seqs;
+    for (int len : {1, 9, 4, 13}) seqs.push_back(MakeSeq(len, D, 100 + len));
+    const auto out = Attend(seqs, D, /*window=*/0, 5);
+    for (size_t s = 0; s < seqs.size(); ++s) ExpectMatchesReference(seqs[s], out[s], D, 0);
+  }
+}
+
+TEST_P(PagedAttentionTest, SlidingWindowLimitsKeys) {
+  std::vector<SeqData> seqs;
+  for (int len : {1, 9, 4, 13}) seqs.push_back(MakeSeq(len, 8, 200 + len));
+  const auto out = Attend(seqs, 8, /*window=*/3, 6);
+  for (size_t s = 0; s < seqs.size(); ++s) ExpectMatchesReference(seqs[s], out[s], 8, 3);
+}
+
+TEST_P(PagedAttentionTest, SequenceOutputsDoNotDependOnTheBatch) {
+  const int D = 64;
+  const SeqData target = MakeSeq(37, D, 1);
+  const std::vector<float> alone = Attend({target}, D, 0, 7)[0];
+  const auto batched =
+      Attend({MakeSeq(5, D, 2), MakeSeq(21, D, 3), target, MakeSeq(2, D, 4)}, D, 0, 8);
+  ASSERT_EQ(batched[2].size(), alone.size());
+  EXPECT_EQ(std::memcmp(batched[2].data(), alone.data(), alone.size() * sizeof(float)), 0);
+}
+
+INSTANTIATE_ISA_TEST_SUITE(PagedAttentionTest);
+
+TEST(PagedAttentionLimitsTest, RejectsHeadsNotDivisibleByKvHeads) {
   std::vector<float> buf(16);
   std::vector<int32_t> ints(4);
   const int32_t* tables[1] = {ints.data()};
@@ -126,4 +177,4 @@ TEST(PagedAttentionTest, RejectsHeadsNotDivisibleByKvHeads) {
 }
 
 }  // namespace
-}  // namespace moe::kernels
+}  // namespace moe::kernels::cpu

@@ -1,23 +1,17 @@
-// Dispatch, expert FFN and combine against a naive token-by-token MoE written here.
+// Dispatch, expert FFN and combine against a naive token-by-token MoE written here, with
+// fp32 and bf16 expert weights, on every instruction set this CPU has.
 #include <cmath>
 #include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/moe.h"
+#include "tests/kernels/kernels_test_util.h"
 
-namespace moe::kernels {
+namespace moe::kernels::cpu {
 namespace {
-
-constexpr float kPoison = 1e30f;
-
-std::vector<float> Random(size_t n, std::mt19937& rng, float scale = 1.f) {
-  std::normal_distribution<float> d(0.f, scale);
-  std::vector<float> v(n);
-  for (float& x : v) x = d(rng);
-  return v;
-}
 
 TEST(DispatchTest, StableCountingSortGroupsPairsByExpert) {
   std::mt19937 rng(7);
@@ -86,20 +80,49 @@ struct MoeCase {
   int T, H, I, E, K;
 };
 
-class ExpertFfnTest : public testing::TestWithParam<MoeCase> {};
+// A row-major [rows, cols] matrix in the CPU GEMM's packed layout, and the values the
+// kernel reads (bf16-rounded for bf16).
+struct Packed {
+  std::vector<char> bytes;
+  MatrixRef ref;
+};
+
+Packed PackMatrix(std::vector<float>* w, int64_t rows, int64_t cols, DType dtype) {
+  if (dtype == DType::kBF16) {
+    for (float& f : *w) f = Bf16ToFloat(FloatToBf16(f));
+  }
+  Packed p;
+  p.bytes.resize(MatrixBytes(dtype, WeightLayout::kPanels16, rows, cols));
+  PackSource src{w->data(), SourceType::kF32, rows};
+  PackPanels(std::span(&src, 1), cols, dtype, p.bytes.data());
+  p.ref = {p.bytes.data(), dtype, WeightLayout::kPanels16, rows, cols};
+  return p;
+}
+
+class ExpertFfnTest : public testing::TestWithParam<std::tuple<MoeCase, DType, Isa>> {
+ protected:
+  void SetUp() override { ASSERT_TRUE(SetIsa(std::get<2>(GetParam())).ok()); }
+  void TearDown() override { (void)SetIsa(BestIsa()); }
+};
 
 TEST_P(ExpertFfnTest, MatchesNaiveTokenByToken) {
-  const MoeCase c = GetParam();
+  const MoeCase c = std::get<0>(GetParam());
+  const DType dtype = std::get<1>(GetParam());
   std::mt19937 rng(c.T * 131 + c.E);
   std::vector<float> x = Random(static_cast<size_t>(c.T) * c.H, rng);
   std::vector<float> logits = Random(static_cast<size_t>(c.T) * c.E, rng, 2.f);
   std::vector<std::vector<float>> gate_up, down;
-  std::vector<const float*> gu_ptr, dn_ptr;
+  std::vector<Packed> packed_gu, packed_dn;
   for (int e = 0; e < c.E; ++e) {
     gate_up.push_back(Random(static_cast<size_t>(2) * c.I * c.H, rng, 0.2f));
     down.push_back(Random(static_cast<size_t>(c.H) * c.I, rng, 0.2f));
-    gu_ptr.push_back(gate_up.back().data());
-    dn_ptr.push_back(down.back().data());
+    packed_gu.push_back(PackMatrix(&gate_up.back(), 2 * c.I, c.H, dtype));
+    packed_dn.push_back(PackMatrix(&down.back(), c.H, c.I, dtype));
+  }
+  std::vector<MatrixRef> gu_ref, dn_ref;
+  for (int e = 0; e < c.E; ++e) {
+    gu_ref.push_back(packed_gu[e].ref);
+    dn_ref.push_back(packed_dn[e].ref);
   }
   const size_t P = static_cast<size_t>(c.T) * c.K;
   std::vector<int32_t> ids(P);
@@ -127,8 +150,8 @@ TEST_P(ExpertFfnTest, MatchesNaiveTokenByToken) {
   ep.num_experts = c.E;
   ep.hidden = c.H;
   ep.inter = c.I;
-  ep.w_gate_up = gu_ptr.data();
-  ep.w_down = dn_ptr.data();
+  ep.w_gate_up = gu_ref.data();
+  ep.w_down = dn_ref.data();
   ep.ws_x = ws_x.data();
   ep.ws_gate_up = ws_gu.data();
   ep.ws_act = ws_act.data();
@@ -144,16 +167,31 @@ TEST_P(ExpertFfnTest, MatchesNaiveTokenByToken) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, ExpertFfnTest,
-                         testing::Values(MoeCase{1, 16, 8, 4, 2}, MoeCase{7, 32, 24, 8, 2},
-                                         MoeCase{64, 48, 32, 16, 4}, MoeCase{33, 64, 16, 8, 8}));
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, ExpertFfnTest,
+    testing::Combine(testing::Values(MoeCase{1, 16, 8, 4, 2}, MoeCase{7, 32, 24, 8, 2},
+                                     MoeCase{64, 48, 32, 16, 4}, MoeCase{33, 64, 16, 8, 8},
+                                     MoeCase{20, 40, 24, 6, 3}),
+                     testing::Values(DType::kF32, DType::kBF16),
+                     testing::ValuesIn(SupportedIsas())),
+    [](const testing::TestParamInfo<std::tuple<MoeCase, DType, Isa>>& info) {
+      const MoeCase& c = std::get<0>(info.param);
+      return testing::PrintToString(c.T) + "x" + testing::PrintToString(c.H) + "_E" +
+             testing::PrintToString(c.E) + "K" + testing::PrintToString(c.K) + "_" +
+             (std::get<1>(info.param) == DType::kBF16 ? "bf16" : "f32") + "_" +
+             IsaName(std::get<2>(info.param));
+    });
 
-TEST(ExpertFfnTest, RejectsExpertWithRowsButNoWeights) {
+TEST(ExpertFfnLimitsTest, RejectsExpertWithRowsButNoWeights) {
   std::vector<float> buf(64);
   std::vector<int32_t> offsets = {0, 1, 1};
   std::vector<int32_t> sorted = {0};
-  const float* gu[2] = {nullptr, buf.data()};
-  const float* dn[2] = {buf.data(), buf.data()};
+  MatrixRef gu[2], dn[2];
+  for (int e = 0; e < 2; ++e) {
+    gu[e] = {buf.data(), DType::kF32, WeightLayout::kPanels16, 4, 4};
+    dn[e] = {buf.data(), DType::kF32, WeightLayout::kPanels16, 4, 2};
+  }
+  gu[0].data = nullptr;
   ExpertFfnParams ep;
   ep.x = ep.ws_x = ep.ws_gate_up = ep.ws_act = ep.y = buf.data();
   ep.sorted_pairs = sorted.data();
@@ -166,10 +204,12 @@ TEST(ExpertFfnTest, RejectsExpertWithRowsButNoWeights) {
   ep.w_gate_up = gu;
   ep.w_down = dn;
   EXPECT_EQ(CanImplement(ep).code(), absl::StatusCode::kInvalidArgument);
-  gu[0] = buf.data();
-  gu[1] = nullptr;  // expert 1 has no rows: its weights are never read
+  gu[0].data = buf.data();
+  gu[1].data = nullptr;  // expert 1 has no rows: its weights are never read
   EXPECT_TRUE(CanImplement(ep).ok());
+  dn[0].layout = WeightLayout::kRowMajor;  // the CPU reads packed weights only
+  EXPECT_EQ(CanImplement(ep).code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace
-}  // namespace moe::kernels
+}  // namespace moe::kernels::cpu

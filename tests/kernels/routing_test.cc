@@ -7,7 +7,7 @@
 
 #include "kernels/cpu/moe.h"
 
-namespace moe::kernels {
+namespace moe::kernels::cpu {
 namespace {
 
 const std::vector<float> kL8 = {1.2f, -0.3f, 2.5f, 0.7f, -1.1f, 2.1f, 0.05f, -0.6f};
@@ -121,4 +121,4 @@ TEST(RoutingTest, CanImplementRejectsBadShapes) {
 }
 
 }  // namespace
-}  // namespace moe::kernels
+}  // namespace moe::kernels::cpu

@@ -1,0 +1,121 @@
+#include "engine/cpu_backend.h"
+
+#include <sys/mman.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/cpu/attention.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/moe.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/parallel.h"
+
+namespace moe {
+
+namespace cpu = kernels::cpu;
+
+const char* MemoryKindName(MemoryKind kind) {
+  switch (kind) {
+    case MemoryKind::kHost:
+      return "host";
+    case MemoryKind::kPinnedHost:
+      return "pinned_host";
+    case MemoryKind::kDevice:
+      return "device";
+  }
+  return "?";
+}
+
+std::unique_ptr<Backend> MakeCpuBackend() { return std::make_unique<CpuBackend>(); }
+
+CpuBackend::CpuBackend() = default;
+
+std::string CpuBackend::kernel_path() const { return cpu::IsaName(cpu::ActiveIsa()); }
+
+std::string CpuBackend::description() const {
+  const cpu::CpuFeatures& f = cpu::GetCpuFeatures();
+  return absl::StrCat("cpu kernels ", kernel_path(), " on ", f.model, " (avx512_bf16 ",
+                      f.avx512_bf16 ? "yes" : "no", ", amx ", f.amx_bf16 ? "yes" : "no", "), ",
+                      cpu::NumThreads(), " threads");
+}
+
+absl::StatusOr<Buffer> CpuBackend::Allocate(MemoryKind kind, size_t bytes) {
+  if (kind == MemoryKind::kDevice) {
+    return absl::InvalidArgumentError("the cpu backend has no device memory");
+  }
+  if (bytes == 0) return Buffer();
+  // Large buffers come straight from the kernel: page-aligned, untouched pages cost no
+  // memory, and freeing returns them. Transparent huge pages cut TLB misses on weights.
+  constexpr size_t kMmapBytes = size_t{1} << 20;
+  if (bytes >= kMmapBytes) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+      return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+    }
+    ::madvise(p, bytes, MADV_HUGEPAGE);
+    return Buffer(p, bytes, kind, [](void* d, size_t n) { ::munmap(d, n); });
+  }
+  void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (p == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("cannot allocate ", bytes, " bytes"));
+  }
+  return Buffer(p, bytes, kind, [](void* d, size_t) { std::free(d); });
+}
+
+absl::Status CpuBackend::CopyToBackend(void* dst, const void* host_src, size_t bytes) {
+  if (bytes > 0) std::memcpy(dst, host_src, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyToHost(void* host_dst, const void* src, size_t bytes) {
+  if (bytes > 0) std::memcpy(host_dst, src, bytes);
+  return absl::OkStatus();
+}
+
+// Each op: the kernel's own CanImplement, then the kernel.
+#define MOE_CPU_OP(Op, Params)                   \
+  absl::Status CpuBackend::Op(const Params& p) { \
+    MOE_RETURN_IF_ERROR(cpu::CanImplement(p));   \
+    cpu::Op(p);                                  \
+    return absl::OkStatus();                     \
+  }
+MOE_CPU_OP(Embedding, kernels::EmbeddingParams)
+MOE_CPU_OP(Linear, kernels::LinearParams)
+MOE_CPU_OP(RmsNorm, kernels::RmsNormParams)
+MOE_CPU_OP(Rope, kernels::RopeParams)
+MOE_CPU_OP(KvWrite, kernels::KvWriteParams)
+MOE_CPU_OP(PagedAttention, kernels::PagedAttentionParams)
+MOE_CPU_OP(SiluMul, kernels::SiluMulParams)
+MOE_CPU_OP(SigmoidGatedAdd, kernels::SigmoidGatedAddParams)
+MOE_CPU_OP(Gating, kernels::GatingParams)
+MOE_CPU_OP(Dispatch, kernels::DispatchParams)
+MOE_CPU_OP(ExpertFfn, kernels::ExpertFfnParams)
+MOE_CPU_OP(Combine, kernels::CombineParams)
+#undef MOE_CPU_OP
+
+absl::Status CpuBackend::LinearBatch(std::span<const kernels::LinearParams> p) {
+  for (const kernels::LinearParams& one : p) MOE_RETURN_IF_ERROR(cpu::CanImplement(one));
+  cpu::LinearBatch(p);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Add(const kernels::AddParams& p) {
+  if (p.n > 0 && (p.x == nullptr || p.y == nullptr)) {
+    return absl::InvalidArgumentError("add: null buffer");
+  }
+  cpu::Add(p);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::Clamp(const kernels::ClampParams& p) {
+  if (p.n > 0 && p.x == nullptr) return absl::InvalidArgumentError("clamp: null buffer");
+  if (!(p.limit > 0.f)) return absl::InvalidArgumentError("clamp: limit must be positive");
+  cpu::Clamp(p);
+  return absl::OkStatus();
+}
+
+}  // namespace moe

@@ -1,0 +1,154 @@
+#include "engine/cuda/cuda_backend.h"
+
+#include <cuda_runtime_api.h>
+
+#include <cstdlib>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/status_macros.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/device_buffer.h"
+#include "kernels/cuda/moe_cuda.h"
+
+namespace moe {
+namespace {
+
+namespace cuda = kernels::cuda;
+
+absl::Status NotYet(const char* op) {
+  return absl::UnimplementedError(
+      absl::StrCat("the CUDA backend has no ", op, " yet (the GPU forward is the next issue)"));
+}
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(int device, cudaStream_t stream, cuda::CublasHandle cublas,
+              cuda::GroupedGemmScratch scratch, std::string name)
+      : device_(device),
+        stream_(stream),
+        cublas_(std::move(cublas)),
+        scratch_(std::move(scratch)),
+        device_name_(std::move(name)) {}
+  ~CudaBackend() override {
+    if (stream_ != nullptr) MOE_CUDA_CHECK_FATAL(cudaStreamDestroy(stream_));
+  }
+
+  const char* name() const override { return "cuda"; }
+  std::string kernel_path() const override { return "cuda"; }
+  std::string description() const override {
+    return absl::StrCat("cuda device ", device_, " (", device_name_, ")");
+  }
+  kernels::WeightLayout weight_layout() const override { return kernels::WeightLayout::kRowMajor; }
+  MemoryKind compute_memory() const override { return MemoryKind::kDevice; }
+
+  absl::StatusOr<Buffer> Allocate(MemoryKind kind, size_t bytes) override {
+    if (bytes == 0) return Buffer();
+    void* p = nullptr;
+    switch (kind) {
+      case MemoryKind::kDevice:
+        MOE_CUDA_CHECK(cudaMalloc(&p, bytes));
+        return Buffer(p, bytes, kind, [](void* d, size_t) { MOE_CUDA_CHECK_FATAL(cudaFree(d)); });
+      case MemoryKind::kPinnedHost:
+        MOE_CUDA_CHECK(cudaMallocHost(&p, bytes));
+        return Buffer(p, bytes, kind,
+                      [](void* d, size_t) { MOE_CUDA_CHECK_FATAL(cudaFreeHost(d)); });
+      case MemoryKind::kHost:
+        p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (p == nullptr) return absl::ResourceExhaustedError("host allocation failed");
+        return Buffer(p, bytes, kind, [](void* d, size_t) { std::free(d); });
+    }
+    return absl::InvalidArgumentError("unknown memory kind");
+  }
+  absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes) override {
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, stream_));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+  absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override {
+    MOE_CUDA_CHECK(cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, stream_));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+  absl::Status Synchronize() override {
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
+
+  absl::Status Linear(const kernels::LinearParams& p) override {
+    return cuda::LaunchLinear(p, cublas_.get(), stream_);
+  }
+  absl::Status LinearBatch(std::span<const kernels::LinearParams> p) override {
+    for (const kernels::LinearParams& one : p) MOE_RETURN_IF_ERROR(Linear(one));
+    return absl::OkStatus();
+  }
+  absl::Status Gating(const kernels::GatingParams& p) override {
+    return cuda::LaunchGating(p, stream_);
+  }
+  absl::Status Dispatch(const kernels::DispatchParams& p) override {
+    return cuda::LaunchDispatch(p, stream_);
+  }
+  absl::Status ExpertFfn(const kernels::ExpertFfnParams& p) override {
+    // cuBLAS takes the GEMM shapes on the host: read the plan back once per layer.
+    std::vector<int32_t> offsets(p.num_experts + 1);
+    MOE_RETURN_IF_ERROR(
+        CopyToHost(offsets.data(), p.expert_offsets, offsets.size() * sizeof(int32_t)));
+    cuda::ExpertFfnLaunch launch;
+    launch.expert_offsets_host = offsets.data();
+    launch.gemm_path = p.num_experts <= scratch_.max_experts() ? cuda::FfnGemmPath::kGrouped
+                                                               : cuda::FfnGemmPath::kLoop;
+    launch.cublas = cublas_.get();
+    launch.grouped_scratch = &scratch_;
+    return cuda::LaunchExpertFfn(p, launch, stream_);
+  }
+  absl::Status Combine(const kernels::CombineParams& p) override {
+    return cuda::LaunchCombine(p, stream_);
+  }
+
+  absl::Status Embedding(const kernels::EmbeddingParams&) override { return NotYet("embedding"); }
+  absl::Status RmsNorm(const kernels::RmsNormParams&) override { return NotYet("rms_norm"); }
+  absl::Status Rope(const kernels::RopeParams&) override { return NotYet("rope"); }
+  absl::Status KvWrite(const kernels::KvWriteParams&) override { return NotYet("kv_write"); }
+  absl::Status PagedAttention(const kernels::PagedAttentionParams&) override {
+    return NotYet("paged attention");
+  }
+  absl::Status SiluMul(const kernels::SiluMulParams&) override { return NotYet("silu_mul"); }
+  absl::Status Add(const kernels::AddParams&) override { return NotYet("add"); }
+  absl::Status Clamp(const kernels::ClampParams&) override { return NotYet("clamp"); }
+  absl::Status SigmoidGatedAdd(const kernels::SigmoidGatedAddParams&) override {
+    return NotYet("sigmoid_gated_add");
+  }
+
+ private:
+  int device_;
+  cudaStream_t stream_;
+  cuda::CublasHandle cublas_;
+  cuda::GroupedGemmScratch scratch_;
+  std::string device_name_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count <= device || device < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("no CUDA device ", device, " (", count, " found)"));
+  }
+  MOE_CUDA_CHECK(cudaSetDevice(device));
+  cudaDeviceProp prop;
+  MOE_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  cudaStream_t stream = nullptr;
+  MOE_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  absl::StatusOr<cuda::CublasHandle> cublas = cuda::CublasHandle::Create();
+  absl::StatusOr<cuda::GroupedGemmScratch> scratch =
+      cuda::GroupedGemmScratch::Create(kernels::kMaxExperts);
+  if (!cublas.ok() || !scratch.ok()) {
+    MOE_CUDA_CHECK_FATAL(cudaStreamDestroy(stream));
+    return !cublas.ok() ? cublas.status() : scratch.status();
+  }
+  return std::unique_ptr<Backend>(
+      new CudaBackend(device, stream, *std::move(cublas), *std::move(scratch), prop.name));
+}
+
+}  // namespace moe

@@ -1,0 +1,146 @@
+#include "engine/moe_layer.h"
+
+#include <vector>
+
+#include "base/status_macros.h"
+
+namespace moe {
+namespace {
+
+enum Slot {
+  kRouterLogits,
+  kTopkIds,
+  kTopkWeights,
+  kOffsets,
+  kSortedPairs,
+  kPairToRow,
+  kGatheredX,
+  kGateUp,
+  kAct,
+  kExpertY,
+  kSharedGateUp,
+  kSharedAct,
+  kSharedOut,
+  kSharedGateLogit,
+};
+
+}  // namespace
+
+absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
+                         int layer, const float* x, int num_tokens, const int32_t* weak_rank,
+                         Workspace& ws, float* out, int32_t* expert_tokens) {
+  const int T = num_tokens, H = spec.hidden, E = spec.num_experts, K = spec.top_k;
+  const int I = spec.inter;
+  const size_t P = static_cast<size_t>(T) * K;
+  if (T == 0) return absl::OkStatus();
+
+  MOE_ASSIGN_OR_RETURN(float* logits, ws.Get<float>(kRouterLogits, static_cast<size_t>(T) * E));
+  kernels::LinearParams router;
+  router.x = x;
+  router.ldx = H;
+  router.m = T;
+  router.w = spec.router;
+  router.y = logits;
+  router.ldy = E;
+  MOE_RETURN_IF_ERROR(backend.Linear(router));
+
+  MOE_ASSIGN_OR_RETURN(int32_t * ids, ws.Get<int32_t>(kTopkIds, P));
+  MOE_ASSIGN_OR_RETURN(float* weights, ws.Get<float>(kTopkWeights, P));
+  kernels::GatingParams gp;
+  gp.router_logits = logits;
+  gp.num_tokens = T;
+  gp.num_experts = E;
+  gp.top_k = K;
+  gp.renormalize = spec.renormalize;
+  gp.weak_rank = weak_rank;
+  gp.topk_ids = ids;
+  gp.topk_weights = weights;
+  MOE_RETURN_IF_ERROR(backend.Gating(gp));
+
+  MOE_ASSIGN_OR_RETURN(int32_t * offsets, ws.Get<int32_t>(kOffsets, E + 1));
+  MOE_ASSIGN_OR_RETURN(int32_t * sorted, ws.Get<int32_t>(kSortedPairs, P));
+  MOE_ASSIGN_OR_RETURN(int32_t * pair_to_row, ws.Get<int32_t>(kPairToRow, P));
+  kernels::DispatchParams dp;
+  dp.topk_ids = ids;
+  dp.num_tokens = T;
+  dp.top_k = K;
+  dp.num_experts = E;
+  dp.expert_offsets = offsets;
+  dp.sorted_pairs = sorted;
+  dp.pair_to_row = pair_to_row;
+  MOE_RETURN_IF_ERROR(backend.Dispatch(dp));
+
+  // The plan, on the host: what the expert source needs to know, and the metrics.
+  std::vector<int32_t> host_offsets(E + 1);
+  MOE_RETURN_IF_ERROR(backend.CopyToHost(host_offsets.data(), offsets, sizeof(int32_t) * (E + 1)));
+  if (expert_tokens != nullptr) {
+    for (int e = 0; e < E; ++e) expert_tokens[e] = host_offsets[e + 1] - host_offsets[e];
+  }
+  MOE_ASSIGN_OR_RETURN(ExpertWeights ew, experts.Acquire(layer, host_offsets));
+  MOE_ASSIGN_OR_RETURN(float* gathered, ws.Get<float>(kGatheredX, P * H));
+  MOE_ASSIGN_OR_RETURN(float* gate_up, ws.Get<float>(kGateUp, P * 2 * I));
+  MOE_ASSIGN_OR_RETURN(float* act, ws.Get<float>(kAct, P * I));
+  MOE_ASSIGN_OR_RETURN(float* expert_y, ws.Get<float>(kExpertY, P * H));
+  kernels::ExpertFfnParams ep;
+  ep.x = x;
+  ep.sorted_pairs = sorted;
+  ep.expert_offsets = offsets;
+  ep.num_tokens = T;
+  ep.top_k = K;
+  ep.num_experts = E;
+  ep.hidden = H;
+  ep.inter = I;
+  ep.w_gate_up = ew.gate_up.data();
+  ep.w_down = ew.down.data();
+  ep.ws_x = gathered;
+  ep.ws_gate_up = gate_up;
+  ep.ws_act = act;
+  ep.y = expert_y;
+  const absl::Status ffn = backend.ExpertFfn(ep);
+  experts.Release(layer);
+  MOE_RETURN_IF_ERROR(ffn);
+
+  kernels::CombineParams cp;
+  cp.y = expert_y;
+  cp.pair_to_row = pair_to_row;
+  cp.topk_weights = weights;
+  cp.num_tokens = T;
+  cp.top_k = K;
+  cp.hidden = H;
+  cp.out = out;
+  MOE_RETURN_IF_ERROR(backend.Combine(cp));
+
+  if (spec.shared_inter > 0) {
+    const int Is = spec.shared_inter;
+    MOE_ASSIGN_OR_RETURN(float* s_gu,
+                         ws.Get<float>(kSharedGateUp, static_cast<size_t>(T) * 2 * Is));
+    MOE_ASSIGN_OR_RETURN(float* s_act, ws.Get<float>(kSharedAct, static_cast<size_t>(T) * Is));
+    MOE_ASSIGN_OR_RETURN(float* s_out, ws.Get<float>(kSharedOut, static_cast<size_t>(T) * H));
+    MOE_ASSIGN_OR_RETURN(float* s_gate, ws.Get<float>(kSharedGateLogit, T));
+    kernels::LinearParams proj[2];
+    proj[0].x = x;
+    proj[0].ldx = H;
+    proj[0].m = T;
+    proj[0].w = spec.shared_gate_up;
+    proj[0].y = s_gu;
+    proj[0].ldy = 2 * Is;
+    proj[1] = proj[0];
+    proj[1].w = spec.shared_gate;
+    proj[1].y = s_gate;
+    proj[1].ldy = 1;
+    MOE_RETURN_IF_ERROR(backend.LinearBatch(proj));
+    MOE_RETURN_IF_ERROR(backend.SiluMul({s_gu, T, Is, s_act}));
+    kernels::LinearParams down;
+    down.x = s_act;
+    down.ldx = Is;
+    down.m = T;
+    down.w = spec.shared_down;
+    down.y = s_out;
+    down.ldy = H;
+    MOE_RETURN_IF_ERROR(backend.Linear(down));
+    MOE_RETURN_IF_ERROR(backend.SigmoidGatedAdd({out, s_out, s_gate, T, H}));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace moe

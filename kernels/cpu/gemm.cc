@@ -1,0 +1,224 @@
+#include "kernels/cpu/gemm.h"
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/parallel.h"
+
+namespace moe::kernels::cpu {
+namespace {
+
+// Work below this many multiply-adds runs on the calling thread: waking a worker costs
+// about a microsecond, as much as a few hundred thousand multiply-adds.
+constexpr int64_t kSerialMacs = 1 << 17;
+// A work item: at most this many panels (128 output columns) by this many rows, so that
+// its weights (and, for tall problems, its rows of x) stay in the L2 cache.
+constexpr int kItemPanels = 8;
+constexpr int kItemRows = 96;
+
+struct Item {
+  int problem;
+  int m0, m1;
+  int p0, p1;
+  int64_t cost;  // multiply-adds
+};
+
+int64_t Panels(const LinearParams& p) { return (p.w.rows + kPanelWidth - 1) / kPanelWidth; }
+
+}  // namespace
+
+absl::Status CanImplement(const LinearParams& p) {
+  if (p.m < 0) return absl::InvalidArgumentError(absl::StrFormat("linear: m=%d < 0", p.m));
+  if (p.w.layout != WeightLayout::kPanels16) {
+    return absl::InvalidArgumentError("linear: the CPU GEMM reads kPanels16 weights");
+  }
+  if (p.w.dtype != DType::kF32 && p.w.dtype != DType::kBF16) {
+    return absl::InvalidArgumentError("linear: weights must be f32 or bf16");
+  }
+  if (p.w.rows < 1 || p.w.cols < 1 || p.w.rows > std::numeric_limits<int32_t>::max() ||
+      p.w.cols > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("linear: weight shape [%d, %d] outside [1, 2^31)", p.w.rows, p.w.cols));
+  }
+  if (p.m > 0 && (p.x == nullptr || p.y == nullptr || p.w.data == nullptr)) {
+    return absl::InvalidArgumentError("linear: null buffer");
+  }
+  if (p.ldx < p.w.cols || p.ldy < p.w.rows) {
+    return absl::InvalidArgumentError(absl::StrFormat("linear: ldx=%d < K=%d or ldy=%d < N=%d",
+                                                      p.ldx, p.w.cols, p.ldy, p.w.rows));
+  }
+  return absl::OkStatus();
+}
+
+void Linear(const LinearParams& p) { LinearBatch(std::span<const LinearParams>(&p, 1)); }
+
+void LinearBatch(std::span<const LinearParams> problems) {
+  const IsaKernels& k = Kernels();
+  std::vector<Item> items;
+  int64_t total = 0;
+  for (int i = 0; i < static_cast<int>(problems.size()); ++i) {
+    const LinearParams& p = problems[i];
+    if (p.m == 0) continue;
+    const int panels = static_cast<int>(Panels(p));
+    for (int m0 = 0; m0 < p.m; m0 += kItemRows) {
+      const int m1 = std::min(p.m, m0 + kItemRows);
+      for (int p0 = 0; p0 < panels; p0 += kItemPanels) {
+        const int p1 = std::min(panels, p0 + kItemPanels);
+        const int64_t cost = static_cast<int64_t>(m1 - m0) * (p1 - p0) * kPanelWidth * p.w.cols;
+        items.push_back({i, m0, m1, p0, p1, cost});
+        total += cost;
+      }
+    }
+  }
+  if (items.empty()) return;
+  const int threads = total < kSerialMacs ? 1 : std::min<int>(NumThreads(), items.size());
+  if (threads <= 1) {
+    for (const Item& it : items) k.gemm_block(problems[it.problem], it.m0, it.m1, it.p0, it.p1);
+    return;
+  }
+  // Thread t takes the items whose cost midpoint falls in [t, t + 1) * total / threads.
+  std::vector<size_t> first(threads + 1, items.size());
+  int64_t before = 0;
+  int t = 0;
+  first[0] = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int64_t mid = before + items[i].cost / 2;
+    while (t + 1 < threads && mid >= total * (t + 1) / threads) first[++t] = i;
+    before += items[i].cost;
+  }
+  for (int u = t + 1; u < threads; ++u) first[u] = items.size();
+  ParallelTasks(threads, [&](int task) {
+    for (size_t i = first[task]; i < first[task + 1]; ++i) {
+      const Item& it = items[i];
+      k.gemm_block(problems[it.problem], it.m0, it.m1, it.p0, it.p1);
+    }
+  });
+}
+
+// ------------------------------------------------------------------------------ packing
+
+uint16_t FloatToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float Bf16ToFloat(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exponent = (h >> 10) & 0x1fu;
+  const uint32_t mantissa = h & 0x3ffu;
+  if (exponent == 0) {  // zero or subnormal: mantissa * 2^-24, exact in fp32
+    const float value = static_cast<float>(mantissa) * 0x1p-24f;
+    return std::bit_cast<float>(std::bit_cast<uint32_t>(value) | sign);
+  }
+  if (exponent == 0x1f) return std::bit_cast<float>(sign | 0x7f800000u | (mantissa << 13));
+  return std::bit_cast<float>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+namespace {
+
+inline float SourceAt(const void* src, SourceType type, int64_t i) {
+  switch (type) {
+    case SourceType::kF32:
+      return static_cast<const float*>(src)[i];
+    case SourceType::kBF16:
+      return Bf16ToFloat(static_cast<const uint16_t*>(src)[i]);
+    case SourceType::kF16:
+      return HalfToFloat(static_cast<const uint16_t*>(src)[i]);
+  }
+  return 0.f;
+}
+
+// One source row into panel column c, widened or narrowed to T.
+template <typename T>
+void PackRow(const void* src, SourceType type, int64_t K, int c, T* panel) {
+  const bool pairs = sizeof(T) == 2;
+  for (int64_t k = 0; k < K; ++k) {
+    const float f = SourceAt(src, type, k);
+    const int64_t at = pairs ? (k / 2) * 32 + 2 * c + (k & 1) : k * 16 + c;
+    if constexpr (sizeof(T) == 2) {
+      if (type == SourceType::kBF16) {
+        panel[at] = static_cast<const uint16_t*>(src)[k];  // exact, NaN payloads kept
+      } else {
+        panel[at] = FloatToBf16(f);
+      }
+    } else {
+      panel[at] = f;
+    }
+  }
+}
+
+template <typename T>
+void PackTyped(std::span<const PackSource> sources, int64_t K, T* out) {
+  int64_t rows = 0;
+  for (const PackSource& s : sources) rows += s.rows;
+  const int64_t panels = (rows + kPanelWidth - 1) / kPanelWidth;
+  const int64_t kp = sizeof(T) == 2 ? (K + 1) / 2 * 2 : K;
+  const int64_t panel_elems = kp * kPanelWidth;
+  ParallelFor(panels, 4, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      T* panel = out + p * panel_elems;
+      std::memset(panel, 0, panel_elems * sizeof(T));
+      for (int c = 0; c < kPanelWidth; ++c) {
+        int64_t r = p * kPanelWidth + c;
+        if (r >= rows) break;
+        for (const PackSource& s : sources) {
+          if (r < s.rows) {
+            const size_t src_elem = s.type == SourceType::kF32 ? 4 : 2;
+            PackRow<T>(static_cast<const char*>(s.data) + r * K * src_elem, s.type, K, c, panel);
+            break;
+          }
+          r -= s.rows;
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void PackPanels(std::span<const PackSource> sources, int64_t K, DType dtype, void* out) {
+  if (dtype == DType::kBF16) {
+    PackTyped(sources, K, static_cast<uint16_t*>(out));
+  } else {
+    PackTyped(sources, K, static_cast<float*>(out));
+  }
+}
+
+void ToFloat(const void* src, SourceType type, int64_t n, float* dst) {
+  if (type == SourceType::kF32) {
+    std::memcpy(dst, src, n * sizeof(float));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) dst[i] = SourceAt(src, type, i);
+}
+
+void ConvertRows(const void* src, SourceType type, int64_t n, DType dtype, void* dst) {
+  if (dtype == DType::kF32) {
+    ToFloat(src, type, n, static_cast<float*>(dst));
+    return;
+  }
+  uint16_t* out = static_cast<uint16_t*>(dst);
+  if (type == SourceType::kBF16) {
+    std::memcpy(out, src, n * sizeof(uint16_t));
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) out[i] = FloatToBf16(SourceAt(src, type, i));
+}
+
+}  // namespace moe::kernels::cpu
