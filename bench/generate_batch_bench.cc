@@ -1,12 +1,13 @@
 // The engine alone, without a server: N greedy requests of 64 tokens run together
-// through engine/generator.h (one prefill step, then one decode token per request per
+// through scheduler/batch_runner.h (one prefill step, then one decode token per request per
 // step), for N = 1, 8, 32, 64 on the default model. Separates what batching buys in the
 // forward pass from what the gRPC path adds (bench/serving_bench.cc).
 #include <chrono>
 #include <cstdio>
 #include <vector>
 
-#include "engine/generator.h"
+#include "engine/loader.h"
+#include "scheduler/batch_runner.h"
 
 int main() {
   auto lm = moe::LoadModelDir(moe::DefaultModelDir());
@@ -18,16 +19,16 @@ int main() {
               "ratio");
   double base = 0;
   for (int n : {1, 8, 32, 64}) {
-    std::vector<moe::GenerationRequest> reqs(n);
+    std::vector<moe::GenerateRequest> reqs(n);
     for (int i = 0; i < n; ++i) {
       reqs[i].prompt = {5 + i, 6, 7, 8, 9};
       reqs[i].max_tokens = 64;
       reqs[i].ignore_eos = true;
       reqs[i].sampling.temperature = 0.f;
     }
-    moe::GenerationStats st;
+    moe::RunStats st;
     const auto t0 = std::chrono::steady_clock::now();
-    auto out = moe::Generate(*lm->model, reqs, &st);
+    auto out = moe::RunToCompletion(*lm, reqs, {}, &st);
     const double wall =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!out.ok()) return 1;

@@ -239,6 +239,52 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
   return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
 }
 
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors) {
+  nlohmann::json header = nlohmann::json::object();
+  size_t offset = 0;
+  for (const TensorToWrite& t : tensors) {
+    size_t bytes = DTypeSize(t.dtype);
+    for (int64_t d : t.shape) bytes *= static_cast<size_t>(d);
+    header[t.name] = {{"dtype", std::string(DTypeName(t.dtype))},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // keep the data 8-byte aligned
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot create '", path, "'"));
+  auto write_all = [&](const void* data, size_t n) -> absl::Status {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::write(fd, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot write '", path, "'"));
+      p += w;
+      n -= static_cast<size_t>(w);
+    }
+    return absl::OkStatus();
+  };
+  const uint64_t header_len = text.size();
+  absl::Status status = write_all(&header_len, sizeof(header_len));
+  if (status.ok()) status = write_all(text.data(), text.size());
+  constexpr size_t kChunk = size_t{4} << 20;
+  std::vector<std::byte> chunk(kChunk);
+  for (size_t i = 0; i < tensors.size() && status.ok(); ++i) {
+    size_t bytes = DTypeSize(tensors[i].dtype);
+    for (int64_t d : tensors[i].shape) bytes *= static_cast<size_t>(d);
+    for (size_t at = 0; at < bytes && status.ok(); at += kChunk) {
+      const size_t n = std::min(kChunk, bytes - at);
+      tensors[i].fill(chunk.data(), at, n);
+      status = write_all(chunk.data(), n);
+    }
+  }
+  if (::close(fd) != 0 && status.ok()) {
+    status = absl::ErrnoToStatus(errno, absl::StrCat("cannot close '", path, "'"));
+  }
+  return status;
+}
+
 void DropMappedPages(const void* data, size_t bytes) {
   if (data == nullptr || bytes == 0) return;
   static const uintptr_t kPage = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));

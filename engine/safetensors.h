@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -81,6 +82,19 @@ class SafetensorsFile {
   std::map<std::string, TensorView, std::less<>> tensors_;
   std::map<std::string, std::string> metadata_;
 };
+
+// One tensor to write: its bytes come from `fill(dst, offset, n)`, asked for in chunks
+// (offset and n in bytes of the tensor's data), so a file larger than memory can be made.
+struct TensorToWrite {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  std::function<void(std::byte* dst, size_t offset, size_t n)> fill;
+};
+
+// Writes a safetensors file (header, then each tensor's data in order). Errors name the
+// file.
+absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors);
 
 // Converts `n` elements of `dtype` at `src` to fp32 (exact for f16 and bf16).
 // InvalidArgument for dtypes other than f32/f16/bf16.

@@ -1,5 +1,6 @@
 // moe-generate: load a Hugging Face MoE checkpoint, generate a continuation of one
-// prompt on the CPU engine, print it as it streams and report prefill and decode speed.
+// prompt with the serving engine's step loop (scheduler/batch_runner.h), print it as it
+// streams and report prefill and decode speed.
 #include <cstdio>
 #include <iostream>
 #include <optional>
@@ -7,11 +8,13 @@
 
 #include <CLI/CLI.hpp>
 
-#include "engine/generator.h"
+#include "engine/loader.h"
+#include "scheduler/batch_runner.h"
+#include "server/model_flags.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"moe-generate: generate text with a Mixture-of-Experts model on the CPU engine"};
-  std::string model_dir;
+  CLI::App app{"moe-generate: generate text with a Mixture-of-Experts model"};
+  moe::server::ModelFlags model_flags;
   std::string prompt = "Once upon a time";
   int max_tokens = 64;
   float temperature = 0.f;
@@ -20,9 +23,7 @@ int main(int argc, char** argv) {
   std::optional<uint64_t> seed;
   bool ignore_eos = false;
   bool no_special = false;
-  app.add_option("--model", model_dir,
-                 "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); "
-                 "default: the bundled default model");
+  moe::server::AddModelFlags(app, &model_flags);
   app.add_option("--prompt", prompt, "Prompt text")->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "Tokens to generate at most")
       ->capture_default_str()
@@ -40,18 +41,18 @@ int main(int argc, char** argv) {
                "Do not add the tokenizer's special tokens (e.g. BOS) to the prompt");
   CLI11_PARSE(app, argc, argv);
 
-  if (model_dir.empty()) model_dir = moe::DefaultModelDir();
-  auto loaded = moe::LoadModelDir(model_dir);
+  auto loaded = moe::server::LoadModelFromFlags(model_flags);
   if (!loaded.ok()) {
     std::cerr << "moe-generate: " << loaded.status().message() << "\n";
     return 1;
   }
+  std::cerr << "moe-generate: " << moe::LoadSummary(*loaded) << "\n";
   auto ids = loaded->tokenizer->Encode(prompt, /*add_special_tokens=*/!no_special);
   if (!ids.ok()) {
     std::cerr << "moe-generate: " << ids.status().message() << "\n";
     return 1;
   }
-  moe::GenerationRequest req;
+  moe::GenerateRequest req;
   req.prompt = *ids;
   req.max_tokens = max_tokens;
   req.sampling.temperature = temperature;
@@ -60,27 +61,29 @@ int main(int argc, char** argv) {
   req.sampling.seed = seed;
   req.ignore_eos = ignore_eos;
 
-  moe::IncrementalDecoder decoder(*loaded->tokenizer, /*skip_special_tokens=*/true);
-  moe::GenerationStats stats;
-  // The prompt is echoed with the first token, so a refused request prints only its error.
+  // The prompt is echoed with the first event, so a refused request prints only its error.
   bool echoed = false;
-  auto results = moe::Generate(*loaded->model, std::span(&req, 1), &stats, [&](int, int32_t id) {
+  moe::RunOptions run;
+  run.on_event = [&](int, const moe::StreamEvent& e) {
+    if (e.kind != moe::StreamEvent::Kind::kTokens) return;
     if (!echoed) std::cout << prompt;
     echoed = true;
-    std::cout << decoder.Push(id) << std::flush;
-  });
+    std::cout << e.text << std::flush;
+  };
+  moe::RunStats stats;
+  auto results = moe::RunToCompletion(*loaded, std::span(&req, 1), run, &stats);
   if (!results.ok()) {
     std::cerr << "moe-generate: " << results.status().message() << "\n";
     return 1;
   }
-  std::cout << decoder.Flush() << "\n";
-  const auto& r = (*results)[0];
+  std::cout << "\n";
+  const moe::Completion& r = (*results)[0];
   std::fprintf(stderr,
                "\n[%s] %zu prompt tokens, %zu generated (%s)\n"
                "prefill: %lld tokens in %.3f s = %.1f tokens/s\n"
                "decode:  %lld tokens in %.3f s = %.1f tokens/s\n",
                loaded->config.architecture.c_str(), req.prompt.size(), r.tokens.size(),
-               r.finish == moe::StopReason::kStop ? "stop" : "length",
+               r.reason == moe::StopReason::kStop ? "stop" : "length",
                static_cast<long long>(stats.prefill_tokens), stats.prefill_seconds,
                stats.prefill_seconds > 0 ? stats.prefill_tokens / stats.prefill_seconds : 0.0,
                static_cast<long long>(stats.decode_tokens), stats.decode_seconds,

@@ -19,7 +19,6 @@
 namespace moe::server {
 namespace {
 
-constexpr int kDefaultMaxTokens = 16;
 constexpr size_t kMaxRequestIdBytes = 256;
 
 // Generate and Tokenize take their request as raw bytes: protobuf refuses a proto3 string
@@ -305,9 +304,9 @@ class ServingService final
 absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& request,
                                                 const ServingEngine& engine,
                                                 std::optional<SteadyTime> deadline) {
-  const ModelConfig& config = engine.config();
-  const int vocab = config.vocab_size;
-  const int context = config.max_position_embeddings;
+  const ServingLimits& limits = engine.limits();
+  const int vocab = limits.vocab_size;
+  const int context = limits.context_length;
   if (request.has_self_contrast()) {
     return absl::UnimplementedError(
         "self_contrast (SCMoE self-contrast decoding) is not implemented yet");
@@ -365,7 +364,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
                        ") exceeds the context of ", context, " tokens"));
     }
   } else {
-    out.max_tokens = std::min(kDefaultMaxTokens, context - prompt_tokens);
+    out.max_tokens = std::min(limits.default_max_tokens, context - prompt_tokens);
   }
 
   SamplingParams& sampling = out.sampling;

@@ -201,10 +201,11 @@ struct HttpService::Impl {
       : engine(e), options(std::move(o)), chat_template(ChatTemplate::FromModelDir(e.model_dir())) {
     if (options.served_model_name.empty()) options.served_model_name = BaseName(e.model_dir());
     limits.served_name = options.served_model_name;
-    limits.context = e.config().max_position_embeddings;
-    limits.vocab_size = e.config().vocab_size;
-    limits.max_tokens_limit = options.max_tokens_limit;
-    limits.default_max_tokens = options.default_max_tokens;
+    const ServingLimits& engine_limits = e.limits();
+    limits.context = engine_limits.context_length;
+    limits.vocab_size = engine_limits.vocab_size;
+    limits.max_tokens_limit = engine_limits.max_tokens;
+    limits.default_max_tokens = engine_limits.default_max_tokens;
   }
 
   // The body parsed as a JSON object, or the error already written to `res`.

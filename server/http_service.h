@@ -34,11 +34,8 @@ struct HttpOptions {
   std::string served_model_name;
   // Larger bodies get 413 (Content-Length is checked before the body is read).
   size_t max_body_bytes = 1 << 20;
-  // /v1/completions without max_tokens (OpenAI's default is 16).
-  int default_max_tokens = 16;
-  // Cap on a request's max_tokens, and the default of chat requests; 0: the context.
-  // Set it to ServingOptions::max_tokens when that is set.
-  int max_tokens_limit = 0;
+  // (The context, the max_tokens cap and default, and the vocabulary come from the
+  // engine's ServingLimits.)
   // A non-streaming request is aborted (504) after this long: httplib 0.11 cannot tell
   // the handler that its client went away, so this bounds the work of an abandoned one.
   std::chrono::seconds request_timeout{600};

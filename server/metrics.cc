@@ -89,6 +89,37 @@ struct Metrics::Impl {
           .Register(registry);
   Gauge& weight_resident = weight_family.Add({{"placement", "resident"}});
   Gauge& weight_streamed = weight_family.Add({{"placement", "streamed"}});
+  // What runs the model: the backend, its kernels (the CPU's instruction set) and the
+  // weights' dtype, as labels of a gauge that is 1.
+  prometheus::Family<Gauge>& backend_family =
+      BuildGauge()
+          .Name("moe_backend_info")
+          .Help("The backend, kernel path and weight dtype serving the model (value 1)")
+          .Register(registry);
+  Gauge& peak_rss = BuildGauge()
+                        .Name("moe_peak_rss_bytes")
+                        .Help("Peak resident set size of the process after loading the model")
+                        .Register(registry)
+                        .Add({});
+  // What the steps touched (ForwardOutput): a roofline reads these against the machine's
+  // bandwidth and FLOP rate.
+  Counter& step_weight_bytes = BuildCounter()
+                                   .Name("moe_step_weight_bytes_total")
+                                   .Help(
+                                       "Weight bytes read by forward steps (each expert with "
+                                       "rows counted once per step)")
+                                   .Register(registry)
+                                   .Add({});
+  Counter& step_kv_bytes = BuildCounter()
+                               .Name("moe_step_kv_bytes_total")
+                               .Help("KV cache bytes read by attention in forward steps")
+                               .Register(registry)
+                               .Add({});
+  Counter& step_flops = BuildCounter()
+                            .Name("moe_step_flops_total")
+                            .Help("Floating-point operations of forward steps")
+                            .Register(registry)
+                            .Add({});
   // Offload ring traffic. No backend streams weights yet, so these stay 0 while
   // moe_weight_bytes{placement="streamed"} is 0; the dashboard's offload panel reads them.
   Counter& offload_bytes = BuildCounter()
@@ -168,6 +199,9 @@ void Metrics::OnStep(const Step& step) {
   Impl& m = *impl_;
   m.step_time.Observe(step.seconds);
   m.step_tokens.Observe(step.num_tokens);
+  m.step_weight_bytes.Increment(static_cast<double>(step.weight_bytes));
+  m.step_kv_bytes.Increment(static_cast<double>(step.kv_bytes));
+  m.step_flops.Increment(static_cast<double>(step.flops));
   if (step.expert_tokens == nullptr) return;
   if (m.expert_tokens.empty()) {
     for (int l = 0; l < step.num_layers; ++l) {
@@ -197,6 +231,15 @@ void Metrics::SetWeightBytes(int64_t resident, int64_t streamed) {
   impl_->weight_resident.Set(static_cast<double>(resident));
   impl_->weight_streamed.Set(static_cast<double>(streamed));
 }
+
+void Metrics::SetBackendInfo(const std::string& backend, const std::string& kernels,
+                             const std::string& weight_dtype) {
+  impl_->backend_family
+      .Add({{"backend", backend}, {"kernels", kernels}, {"weight_dtype", weight_dtype}})
+      .Set(1);
+}
+
+void Metrics::SetPeakRss(int64_t bytes) { impl_->peak_rss.Set(static_cast<double>(bytes)); }
 
 void Metrics::OnFirstToken(double ttft_seconds, double queue_seconds) {
   impl_->ttft.Observe(ttft_seconds);

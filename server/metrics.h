@@ -22,6 +22,11 @@ class Metrics final : public ServingObserver {
   // moe_weight_bytes{placement}: the loaded model's weight bytes held resident and
   // streamed through the offload ring. Set once after load.
   void SetWeightBytes(int64_t resident, int64_t streamed);
+  // moe_backend_info{backend, kernels, weight_dtype} 1, e.g. ("cpu", "avx512", "bfloat16").
+  void SetBackendInfo(const std::string& backend, const std::string& kernels,
+                      const std::string& weight_dtype);
+  // moe_peak_rss_bytes: VmHWM once the model is loaded and the KV pool allocated.
+  void SetPeakRss(int64_t bytes);
 
   // ServingObserver
   void OnStep(const Step& step) override;

@@ -17,12 +17,14 @@
 
 #include <CLI/CLI.hpp>
 
-#include "engine/generator.h"
+#include "absl/strings/str_format.h"
+#include "engine/loader.h"
 #include "scheduler/serving_engine.h"
 #include "server/frontend.h"
 #include "server/grpc_service.h"
 #include "server/http_frontend.h"
 #include "server/metrics.h"
+#include "server/model_flags.h"
 
 namespace {
 
@@ -70,17 +72,15 @@ std::string HostPort(const std::string& host, int port) {
 
 int main(int argc, char** argv) {
   CLI::App app{"moe-server: serve a Mixture-of-Experts model over gRPC and OpenAI-compatible HTTP"};
-  std::string model_dir;
   std::string host = "127.0.0.1";
   int grpc_port = 50051;
   int http_port = 8000;
   std::string served_model_name;
   size_t max_body_bytes = 1 << 20;
   double drain_seconds = 30;
+  moe::server::ModelFlags model_flags;
   moe::ServingOptions engine_options;
-  app.add_option("--model", model_dir,
-                 "Hugging Face model directory (config.json, *.safetensors, tokenizer.json); "
-                 "default: the bundled default model");
+  moe::server::AddModelFlags(app, &model_flags);
   app.add_option("--host", host, "Address to listen on")->capture_default_str();
   app.add_option("--grpc-port", grpc_port, "gRPC port; 0 picks a free one")
       ->capture_default_str()
@@ -117,6 +117,10 @@ int main(int argc, char** argv) {
                  "Largest max_tokens a request may ask for; 0: the model's context")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--default-max-tokens", engine_options.default_max_tokens,
+                 "max_tokens of a completion request that sets none")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   app.add_option("--drain-seconds", drain_seconds,
                  "On SIGTERM, how long running requests may take to finish")
       ->capture_default_str()
@@ -127,17 +131,17 @@ int main(int argc, char** argv) {
     std::cerr << "moe-server: cannot install the SIGTERM/SIGINT handlers\n";
     return 1;
   }
-  if (model_dir.empty()) model_dir = moe::DefaultModelDir();
-  const auto load_start = std::chrono::steady_clock::now();
-  absl::StatusOr<moe::LoadedModel> loaded = moe::LoadModelDir(model_dir);
+  absl::StatusOr<moe::LoadedModel> loaded = moe::server::LoadModelFromFlags(model_flags);
   if (!loaded.ok()) {
     std::cerr << "moe-server: " << loaded.status().message() << "\n";
     return 1;
   }
-  const std::string architecture = loaded->config.architecture;
+  std::cerr << "moe-server: loaded " << loaded->dir << ": " << moe::LoadSummary(*loaded) << "\n";
+  const moe::WeightStats weights = loaded->model->weights().stats();
   auto metrics = std::make_shared<moe::server::Metrics>();
-  // The CPU backend holds every weight resident, in fp32.
-  metrics->SetWeightBytes(loaded->model->num_parameters() * static_cast<int64_t>(sizeof(float)), 0);
+  metrics->SetWeightBytes(weights.resident_bytes, weights.streamed_bytes);
+  metrics->SetBackendInfo(loaded->model->backend().name(), loaded->model->backend().kernel_path(),
+                          moe::kernels::DTypeName(weights.dtype));
   engine_options.observer = metrics;
   absl::StatusOr<std::unique_ptr<moe::ServingEngine>> engine =
       moe::ServingEngine::Create(*std::move(loaded), engine_options);
@@ -145,9 +149,15 @@ int main(int argc, char** argv) {
     std::cerr << "moe-server: " << engine.status().message() << "\n";
     return 1;
   }
-  std::cerr << "moe-server: loaded " << model_dir << " (" << architecture << ") in "
-            << std::chrono::duration<double>(std::chrono::steady_clock::now() - load_start).count()
-            << " s\n";
+  // Peak memory once the weights are in and the KV pool is allocated, against what it
+  // must hold: the checkpoint's tensors and the pool.
+  const int64_t rss = moe::PeakRssBytes();
+  metrics->SetPeakRss(rss);
+  std::cerr << absl::StrFormat(
+      "moe-server: peak RSS %.1f MiB = %.3fx (checkpoint tensors %.1f MiB + KV pool %.1f MiB)\n",
+      rss / 1048576.0,
+      static_cast<double>(rss) / (weights.checkpoint_bytes + engine_options.kv_cache_bytes),
+      weights.checkpoint_bytes / 1048576.0, engine_options.kv_cache_bytes / 1048576.0);
 
   moe::server::GrpcServerOptions grpc_options;
   grpc_options.host = host;
@@ -166,7 +176,6 @@ int main(int argc, char** argv) {
     moe::server::HttpOptions http_options;
     http_options.served_model_name = served_model_name;
     http_options.max_body_bytes = max_body_bytes;
-    http_options.max_tokens_limit = engine_options.max_tokens;
     moe::ServingEngine* engine_ptr = engine->get();
     http_options.metrics_text = [metrics, engine_ptr] {
       return metrics->Scrape(engine_ptr->Status());

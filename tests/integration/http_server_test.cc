@@ -30,11 +30,18 @@ namespace {
 using ::testing::HasSubstr;
 
 // The number of parameters in a safetensors file, through the engine's safetensors reader.
-int64_t SafetensorsParameterCount(const std::string& path) {
+// Bytes the CPU backend holds for a bf16 checkpoint served in bf16: 2 per parameter of a
+// matrix, packed in panels of 16 rows (a router of 8 experts takes 16 rows), and 4 per
+// parameter of a vector (norm weights stay fp32).
+int64_t Bf16ServedBytes(const std::string& path) {
   absl::StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
   if (!file.ok()) return -1;
   int64_t total = 0;
-  for (const auto& [name, tensor] : (*file)->tensors()) total += tensor.numel();
+  for (const auto& [name, tensor] : (*file)->tensors()) {
+    if (tensor.dtype != DType::kBF16) return -1;
+    total += tensor.shape.size() == 1 ? 4 * tensor.numel()
+                                      : 2 * ((tensor.shape[0] + 15) / 16 * 16) * tensor.shape[1];
+  }
   return total;
 }
 
@@ -81,13 +88,17 @@ TEST_F(HttpServerTest, CompletionThenMetricsScrapeThatPromtoolAccepts) {
   EXPECT_THAT(text, HasSubstr("moe_inter_token_latency_seconds_count 11"));
   EXPECT_THAT(text, HasSubstr("moe_expert_tokens_total{expert=\"0\",layer=\"0\"}"));
   EXPECT_THAT(text, HasSubstr("moe_expert_load_imbalance{layer=\"3\"}"));
-  // The CPU backend holds every weight resident in fp32: 4 bytes per parameter of
-  // models/default/model.safetensors, and nothing streams through the offload ring.
-  const int64_t params =
-      SafetensorsParameterCount(std::string(MOE_SOURCE_DIR) + "/models/default/model.safetensors");
-  ASSERT_GT(params, 0);
+  // The CPU backend holds every weight resident in the checkpoint's bf16, and nothing
+  // streams through the offload ring.
+  const int64_t bytes =
+      Bf16ServedBytes(std::string(MOE_SOURCE_DIR) + "/models/default/model.safetensors");
+  ASSERT_GT(bytes, 0);
+  EXPECT_THAT(text, HasSubstr("moe_weight_bytes{placement=\"resident\"} " + std::to_string(bytes)));
   EXPECT_THAT(text,
-              HasSubstr("moe_weight_bytes{placement=\"resident\"} " + std::to_string(4 * params)));
+              ::testing::ContainsRegex("moe_backend_info\\{backend=\"cpu\",kernels=\"(avx512|avx2|"
+                                       "generic)\",weight_dtype=\"bfloat16\"\\} 1"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("moe_step_weight_bytes_total [1-9]"));
+  EXPECT_THAT(text, ::testing::ContainsRegex("moe_step_flops_total [1-9]"));
   EXPECT_THAT(text, HasSubstr("moe_weight_bytes{placement=\"streamed\"} 0"));
   EXPECT_THAT(text, HasSubstr("moe_offload_bytes_total 0"));
 

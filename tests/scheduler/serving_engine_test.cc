@@ -3,6 +3,8 @@
 // preemption; cancellations, aborts and deadlines free every KV block.
 #include "scheduler/serving_engine.h"
 
+#include "scheduler/batch_runner.h"
+
 #include <chrono>
 #include <random>
 #include <string>
@@ -70,14 +72,14 @@ class EngineTest : public testing::Test {
     return *ids;
   }
 
-  // Greedy tokens of `prompt` run alone through the batch generator.
+  // Greedy tokens of `prompt` run alone through the batch runner.
   std::vector<int32_t> Alone(const std::vector<int32_t>& prompt, int max_tokens) {
-    GenerationRequest r;
+    GenerateRequest r;
     r.prompt = prompt;
     r.max_tokens = max_tokens;
     r.sampling.temperature = 0.f;
     r.ignore_eos = true;
-    auto out = Generate(*reference_->model, std::span(&r, 1));
+    auto out = RunToCompletion(*reference_, std::span(&r, 1));
     EXPECT_TRUE(out.ok());
     return (*out)[0].tokens;
   }

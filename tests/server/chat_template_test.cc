@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/generator.h"
+#include "engine/loader.h"
 
 namespace moe::server {
 namespace {

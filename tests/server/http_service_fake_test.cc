@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/generator.h"
+#include "engine/loader.h"
 #include "engine/model_config.h"
 #include "scheduler/serving_engine.h"
 #include "server/http_frontend.h"
@@ -84,6 +84,9 @@ class FakeEngine : public ServingEngine {
   FakeEngine() : dir_(DefaultModelDir()) {
     config_ = *LoadModelConfig(dir_);
     tokenizer_ = *Tokenizer::FromFiles(dir_ + "/tokenizer.json", dir_ + "/tokenizer_config.json");
+    limits_.context_length = limits_.max_prompt_tokens = limits_.max_tokens =
+        config_.max_position_embeddings;
+    limits_.vocab_size = config_.vocab_size;
   }
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerateRequest request,
                                                         std::function<void()>) override {
@@ -101,6 +104,7 @@ class FakeEngine : public ServingEngine {
   }
   void Drain() override { draining = true; }
   bool WaitIdle(milliseconds) override { return true; }
+  const ServingLimits& limits() const override { return limits_; }
   const ModelConfig& config() const override { return config_; }
   const Tokenizer& tokenizer() const override { return *tokenizer_; }
   const std::string& model_dir() const override { return dir_; }
@@ -119,6 +123,7 @@ class FakeEngine : public ServingEngine {
  private:
   std::string dir_;
   ModelConfig config_;
+  ServingLimits limits_;
   std::unique_ptr<Tokenizer> tokenizer_;
 };
 

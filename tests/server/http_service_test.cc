@@ -12,7 +12,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
-#include "engine/generator.h"
+#include "engine/loader.h"
 #include "scheduler/serving_engine.h"
 #include "server/http_service.h"
 #include "tests/server/http_test_util.h"

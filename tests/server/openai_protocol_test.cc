@@ -7,7 +7,7 @@
 #include <memory>
 #include <string>
 
-#include "engine/generator.h"
+#include "engine/loader.h"
 #include "tokenizer/tokenizer.h"
 
 namespace moe::server {
