@@ -2,8 +2,13 @@
 
 #include <sys/mman.h>
 
+#include <chrono>
+#include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -71,14 +76,71 @@ absl::Status CpuBackend::CopyToBackend(void* dst, const void* host_src, size_t b
   return absl::OkStatus();
 }
 
+absl::Status CpuBackend::Memset(void* dst, int value, size_t bytes) {
+  // Each thread faults in and fills its own share.
+  constexpr int64_t kChunk = int64_t{1} << 21;
+  const int64_t chunks = (static_cast<int64_t>(bytes) + kChunk - 1) / kChunk;
+  cpu::ParallelFor(chunks, 1, [&](int64_t c0, int64_t c1) {
+    const size_t begin = static_cast<size_t>(c0 * kChunk);
+    const size_t end = std::min(bytes, static_cast<size_t>(c1 * kChunk));
+    std::memset(static_cast<char*>(dst) + begin, value, end - begin);
+  });
+  return absl::OkStatus();
+}
+
 absl::Status CpuBackend::CopyToHost(void* host_dst, const void* src, size_t bytes) {
   if (bytes > 0) std::memcpy(host_dst, src, bytes);
   return absl::OkStatus();
 }
 
+namespace {
+
+// MOE_PROFILE_OPS=1: the time each op took, summed over the process and printed to stderr
+// at exit (for developers; costs two clock reads per op).
+struct OpProfile {
+  static OpProfile& Get() {
+    static OpProfile p;
+    return p;
+  }
+  const bool enabled = [] {
+    const char* e = std::getenv("MOE_PROFILE_OPS");
+    return e != nullptr && *e == '1';
+  }();
+  std::map<std::string, std::pair<double, int64_t>> ops;  // name -> (seconds, calls)
+  ~OpProfile() {
+    if (!enabled) return;
+    double total = 0;
+    for (const auto& [name, t] : ops) total += t.first;
+    for (const auto& [name, t] : ops) {
+      std::fprintf(stderr, "op %-16s %10.3f ms %5.1f%% %9lld calls\n", name.c_str(),
+                   t.first * 1e3, 100 * t.first / total, static_cast<long long>(t.second));
+    }
+  }
+};
+
+class OpTimer {
+ public:
+  explicit OpTimer(const char* name) : name_(OpProfile::Get().enabled ? name : nullptr) {
+    if (name_) start_ = std::chrono::steady_clock::now();
+  }
+  ~OpTimer() {
+    if (!name_) return;
+    auto& slot = OpProfile::Get().ops[name_];
+    slot.first += std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    ++slot.second;
+  }
+
+ private:
+  const char* name_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
 // Each op: the kernel's own CanImplement, then the kernel.
 #define MOE_CPU_OP(Op, Params)                   \
   absl::Status CpuBackend::Op(const Params& p) { \
+    OpTimer timer(#Op);                          \
     MOE_RETURN_IF_ERROR(cpu::CanImplement(p));   \
     cpu::Op(p);                                  \
     return absl::OkStatus();                     \
@@ -98,12 +160,14 @@ MOE_CPU_OP(Combine, kernels::CombineParams)
 #undef MOE_CPU_OP
 
 absl::Status CpuBackend::LinearBatch(std::span<const kernels::LinearParams> p) {
+  OpTimer timer("LinearBatch");
   for (const kernels::LinearParams& one : p) MOE_RETURN_IF_ERROR(cpu::CanImplement(one));
   cpu::LinearBatch(p);
   return absl::OkStatus();
 }
 
 absl::Status CpuBackend::Add(const kernels::AddParams& p) {
+  OpTimer timer("Add");
   if (p.n > 0 && (p.x == nullptr || p.y == nullptr)) {
     return absl::InvalidArgumentError("add: null buffer");
   }

@@ -21,6 +21,7 @@ class CpuBackend final : public Backend {
   absl::StatusOr<Buffer> Allocate(MemoryKind kind, size_t bytes) override;
   absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override;
+  absl::Status Memset(void* dst, int value, size_t bytes) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 
   absl::Status Embedding(const kernels::EmbeddingParams& p) override;

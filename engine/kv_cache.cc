@@ -50,6 +50,8 @@ absl::StatusOr<std::unique_ptr<KvStorage>> KvStorage::Create(Backend& backend,
     return absl::ResourceExhaustedError(
         absl::StrCat("KV cache: cannot allocate ", bytes, " bytes: ", buffer.status().message()));
   }
+  // Zeroed now, so a step never waits for the kernel to fault in and clear a fresh page.
+  MOE_RETURN_IF_ERROR(backend.Memset(buffer->data(), 0, buffer->bytes()));
   return std::unique_ptr<KvStorage>(new KvStorage(shape, *std::move(buffer)));
 }
 

@@ -55,7 +55,8 @@ class KvBlockPool {
 // The K/V storage of every layer.
 class KvStorage {
  public:
-  // ResourceExhausted when it does not fit; InvalidArgument for a non-positive dimension.
+  // Allocated and zeroed (so its memory is resident from the start). ResourceExhausted
+  // when it does not fit; InvalidArgument for a non-positive dimension.
   static absl::StatusOr<std::unique_ptr<KvStorage>> Create(Backend& backend,
                                                            const KvCacheShape& shape);
 

@@ -21,7 +21,8 @@ void AddModelFlags(CLI::App& app, ModelFlags* flags) {
 
 absl::StatusOr<LoadedModel> LoadModelFromFlags(const ModelFlags& flags) {
   absl::StatusOr<WeightDtype> dtype = ParseWeightDtype(flags.dtype);
-  if (!dtype.ok()) return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
+  if (!dtype.ok())
+    return absl::InvalidArgumentError(absl::StrCat("--dtype: ", dtype.status().message()));
   if (flags.threads > 0) kernels::cpu::SetNumThreads(flags.threads);
   LoadOptions options;
   options.dtype = *dtype;

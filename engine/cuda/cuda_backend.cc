@@ -70,6 +70,11 @@ class CudaBackend final : public Backend {
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
   }
+  absl::Status Memset(void* dst, int value, size_t bytes) override {
+    MOE_CUDA_CHECK(cudaMemsetAsync(dst, value, bytes, stream_));
+    MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return absl::OkStatus();
+  }
   absl::Status Synchronize() override {
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return absl::OkStatus();

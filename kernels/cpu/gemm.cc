@@ -26,8 +26,19 @@ struct Item {
   int problem;
   int m0, m1;
   int p0, p1;
-  int64_t cost;  // multiply-adds
+  int64_t cost;  // what the split balances; see ItemCost
 };
+
+// An item's cost for splitting work between threads: its multiply-adds, but never less
+// than the time its weights take to stream. A weight panel costs as much to read as this
+// many rows cost to multiply with it (bytes per element x the machine's FLOP/byte
+// balance: about 5 rows of bf16 on the 2-core EPYC of bench/RESULTS.md); so items whose
+// few rows share a weight read cost what their bytes cost, and threads get equal bytes
+// at small batch and equal FLOPs at large batch.
+int64_t ItemCost(int rows, int panels, int64_t K, DType dtype) {
+  const int64_t floor_rows = dtype == DType::kBF16 ? 5 : 10;
+  return std::max<int64_t>(rows, floor_rows) * panels * kPanelWidth * K;
+}
 
 int64_t Panels(const LinearParams& p) { return (p.w.rows + kPanelWidth - 1) / kPanelWidth; }
 
@@ -61,7 +72,7 @@ void Linear(const LinearParams& p) { LinearBatch(std::span<const LinearParams>(&
 void LinearBatch(std::span<const LinearParams> problems) {
   const IsaKernels& k = Kernels();
   std::vector<Item> items;
-  int64_t total = 0;
+  int64_t total = 0, macs_total = 0;
   for (int i = 0; i < static_cast<int>(problems.size()); ++i) {
     const LinearParams& p = problems[i];
     if (p.m == 0) continue;
@@ -70,14 +81,16 @@ void LinearBatch(std::span<const LinearParams> problems) {
       const int m1 = std::min(p.m, m0 + kItemRows);
       for (int p0 = 0; p0 < panels; p0 += kItemPanels) {
         const int p1 = std::min(panels, p0 + kItemPanels);
-        const int64_t cost = static_cast<int64_t>(m1 - m0) * (p1 - p0) * kPanelWidth * p.w.cols;
+        const int64_t macs = static_cast<int64_t>(m1 - m0) * (p1 - p0) * kPanelWidth * p.w.cols;
+        const int64_t cost = ItemCost(m1 - m0, p1 - p0, p.w.cols, p.w.dtype);
         items.push_back({i, m0, m1, p0, p1, cost});
         total += cost;
+        macs_total += macs;
       }
     }
   }
   if (items.empty()) return;
-  const int threads = total < kSerialMacs ? 1 : std::min<int>(NumThreads(), items.size());
+  const int threads = macs_total < kSerialMacs ? 1 : std::min<int>(NumThreads(), items.size());
   if (threads <= 1) {
     for (const Item& it : items) k.gemm_block(problems[it.problem], it.m0, it.m1, it.p0, it.p1);
     return;

@@ -50,6 +50,8 @@ struct IsaKernels {
   void (*widen_bf16_row)(const uint16_t* src, int n, float* dst);
   // Items [i0, i1) of the (token, q head) grid; `scores` holds one token's visible keys.
   void (*attention_items)(const PagedAttentionParams& p, int64_t i0, int64_t i1, float* scores);
+  // Sum of n floats, n a multiple of 64 (the bandwidth probe of bench/bounds.h).
+  float (*sum_floats)(const float* x, int64_t n);
 };
 
 const IsaKernels& Kernels();  // of ActiveIsa()
