@@ -57,6 +57,45 @@ Bandwidth ReadBandwidth(double seconds, size_t bytes) {
   return bw;
 }
 
+Bandwidth ReadBandwidthOf(const std::vector<std::pair<const void*, size_t>>& regions,
+                          double seconds) {
+  const int threads = kernels::cpu::NumThreads();
+  // Thread t reads the bytes in [total * t / threads, total * (t + 1) / threads) of the
+  // regions laid end to end.
+  size_t total = 0;
+  for (const auto& r : regions) total += r.second / 256 * 256;
+  const kernels::cpu::IsaKernels& k = kernels::cpu::Kernels();
+  std::vector<float> sums(threads);
+  Bandwidth bw;
+  const double start = Now();
+  int passes = 0;
+  do {
+    const double t0 = Now();
+    kernels::cpu::ParallelTasks(threads, [&](int t) {
+      const size_t lo = total * t / threads / 256 * 256, hi = total * (t + 1) / threads / 256 * 256;
+      size_t at = 0;
+      float sum = 0;
+      for (const auto& [data, bytes] : regions) {
+        const size_t n = bytes / 256 * 256;
+        const size_t b = std::max(lo, at), e = std::min(hi, at + n);
+        if (b < e) {
+          sum += k.sum_floats(
+              reinterpret_cast<const float*>(static_cast<const char*>(data) + (b - at)),
+              static_cast<int64_t>((e - b) / sizeof(float)));
+        }
+        at += n;
+      }
+      sums[t] = sum;
+    });
+    bw.best_pass = std::max(bw.best_pass, static_cast<double>(total) / (Now() - t0));
+    ++passes;
+  } while (Now() - start < seconds);
+  bw.sustained = static_cast<double>(total) * passes / (Now() - start);
+  volatile float sink = 0;
+  for (float s : sums) sink = sink + s;
+  return bw;
+}
+
 double GemmRate(kernels::DType dtype, int n, int repeats) {
   std::mt19937 rng(1);
   std::normal_distribution<float> d(0.f, 0.02f);

@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/params.h"
 
@@ -21,6 +23,12 @@ struct Bandwidth {
   double best_pass = 0;
 };
 Bandwidth ReadBandwidth(double seconds = 2.0, size_t bytes = size_t{1} << 30);
+
+// The same over given regions of memory (a model's weights: the memory a decode step
+// really reads), split between the threads by bytes. Regions are read as floats; each
+// is rounded down to a multiple of 256 bytes.
+Bandwidth ReadBandwidthOf(const std::vector<std::pair<const void*, size_t>>& regions,
+                          double seconds = 2.0);
 
 // FLOP/s of y[n, n] = x[n, n] W[n, n]^T with W packed in `dtype`, best of `repeats`.
 double GemmRate(kernels::DType dtype, int n = 2048, int repeats = 3);

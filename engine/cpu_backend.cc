@@ -2,9 +2,9 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -112,8 +112,8 @@ struct OpProfile {
     double total = 0;
     for (const auto& [name, t] : ops) total += t.first;
     for (const auto& [name, t] : ops) {
-      std::fprintf(stderr, "op %-16s %10.3f ms %5.1f%% %9lld calls\n", name.c_str(),
-                   t.first * 1e3, 100 * t.first / total, static_cast<long long>(t.second));
+      std::fprintf(stderr, "op %-16s %10.3f ms %5.1f%% %9lld calls\n", name.c_str(), t.first * 1e3,
+                   100 * t.first / total, static_cast<long long>(t.second));
     }
   }
 };

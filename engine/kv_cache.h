@@ -1,8 +1,9 @@
 // Paged KV cache (DESIGN.md section 4), in two parts:
 // - KvBlockPool: the host-side free list of block ids that leases hold (the scheduler's
 //   block manager, scheduler/kv_lease.h, builds on it);
-// - KvStorage: the K and V of every layer, [num_blocks, B, kv_heads, head_dim] each,
-//   allocated through the Backend, so it is device memory on a GPU backend.
+// - KvStorage: the K and V of every layer, allocated through the Backend (device memory on
+//   a GPU backend), in the layout of kernels/params.h: K [num_blocks, kv_heads, head_dim,
+//   B] (transposed per block), V [num_blocks, B, kv_heads, head_dim].
 // The model reads and writes KvStorage; a sequence's block table names its blocks.
 #pragma once
 

@@ -171,6 +171,7 @@ absl::Status Model::Impl::Attention(int layer, const LayerWeights& w, const Batc
   kw.positions = batch.positions.data();
   kw.block_tables = block_tables.data();
   kw.block_size = kv.shape().block_size;
+  kw.num_kv_heads = Hkv;
   kw.k_cache = kv.Keys(layer);
   kw.v_cache = kv.Values(layer);
   MOE_RETURN_IF_ERROR(be.KvWrite(kw));

@@ -137,8 +137,15 @@ struct ClampParams {
 
 // ------------------------------------------------------------------------ attention, KV
 
-// Writes this step's K and V rows into the paged cache: token t at position p goes to
-// slot block_tables[token_seq[t]][p / B] * B + p % B.
+// The paged KV cache of one layer, in blocks of B token slots, each head's part of a block
+// contiguous (B * D floats: 4 KiB for D = 64), so attention streams whole blocks:
+//   K: [num_blocks, num_kv_heads, D, B]  (keys transposed: for a dimension d the B keys'
+//      values are adjacent, so attention scores 16 keys with one vector multiply-add per d
+//      and no horizontal sum);
+//   V: [num_blocks, num_kv_heads, B, D]  (a token's values adjacent, for the p.v sums).
+// Token t at position p lives in block block_tables[token_seq[t]][p / B], slot p % B.
+
+// Writes this step's K and V rows into the paged cache.
 struct KvWriteParams {
   const float* k = nullptr;                      // [T, kv_dim]
   const float* v = nullptr;                      // [T, kv_dim]
@@ -148,8 +155,9 @@ struct KvWriteParams {
   const int32_t* positions = nullptr;            // [T]
   const int32_t* const* block_tables = nullptr;  // [S]
   int block_size = 16;                           // B
-  float* k_cache = nullptr;                      // one layer: [num_blocks, B, kv_dim]
-  float* v_cache = nullptr;
+  int num_kv_heads = 0;                          // kv_dim = num_kv_heads * D
+  float* k_cache = nullptr;                      // one layer: [num_blocks, Hkv, D, B]
+  float* v_cache = nullptr;                      // one layer: [num_blocks, Hkv, B, D]
 };
 
 // Causal GQA attention over a paged KV cache. The caller has already written this step's
@@ -165,7 +173,7 @@ struct PagedAttentionParams {
   const int32_t* positions = nullptr;            // [T] position; keys [0, position] are visible
   const int32_t* const* block_tables = nullptr;  // [S] -> block ids covering positions
   int block_size = 16;                           // B
-  // One layer's cache: [num_blocks, B, num_kv_heads, D] each.
+  // One layer's cache (see above): K [num_blocks, Hkv, D, B], V [num_blocks, Hkv, B, D].
   const float* k_cache = nullptr;
   const float* v_cache = nullptr;
   float scale = 1.f;       // usually 1/sqrt(D)

@@ -48,7 +48,8 @@ struct IsaKernels {
   void (*sigmoid_gated_add_rows)(const SigmoidGatedAddParams& p, int r0, int r1);
   void (*combine_rows)(const CombineParams& p, int t0, int t1);
   void (*widen_bf16_row)(const uint16_t* src, int n, float* dst);
-  // Items [i0, i1) of the (token, q head) grid; `scores` holds one token's visible keys.
+  // Items [i0, i1) of the (token, kv head) grid; `scores` holds the group's q heads' scores
+  // of one token's visible keys.
   void (*attention_items)(const PagedAttentionParams& p, int64_t i0, int64_t i1, float* scores);
   // Sum of n floats, n a multiple of 64 (the bandwidth probe of bench/bounds.h).
   float (*sum_floats)(const float* x, int64_t n);

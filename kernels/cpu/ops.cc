@@ -166,7 +166,8 @@ void Clamp(const ClampParams& p) {
 }
 
 absl::Status CanImplement(const KvWriteParams& p) {
-  if (p.num_tokens < 0 || p.kv_dim < 1 || p.block_size < 1) {
+  if (p.num_tokens < 0 || p.kv_dim < 1 || p.block_size < 1 || p.num_kv_heads < 1 ||
+      p.kv_dim % p.num_kv_heads != 0) {
     return absl::InvalidArgumentError("kv_write: bad shape");
   }
   if (p.num_tokens > 0 &&
@@ -179,13 +180,20 @@ absl::Status CanImplement(const KvWriteParams& p) {
 
 void KvWrite(const KvWriteParams& p) {
   const int B = p.block_size;
-  const size_t row = static_cast<size_t>(p.kv_dim) * sizeof(float);
   for (int t = 0; t < p.num_tokens; ++t) {
     const int pos = p.positions[t];
-    const int32_t* table = p.block_tables[p.token_seq[t]];
-    const int64_t slot = static_cast<int64_t>(table[pos / B]) * B + pos % B;
-    std::memcpy(p.k_cache + slot * p.kv_dim, p.k + static_cast<int64_t>(t) * p.kv_dim, row);
-    std::memcpy(p.v_cache + slot * p.kv_dim, p.v + static_cast<int64_t>(t) * p.kv_dim, row);
+    const int64_t block = p.block_tables[p.token_seq[t]][pos / B];
+    const int slot = pos % B;
+    // K transposed within the block: [Hkv][D][B]; V per head: [Hkv][B][D].
+    const float* k = p.k + static_cast<int64_t>(t) * p.kv_dim;
+    float* kc = p.k_cache + block * p.kv_dim * B + slot;
+    for (int j = 0; j < p.kv_dim; ++j) kc[static_cast<int64_t>(j) * B] = k[j];
+    const int D = p.kv_dim / p.num_kv_heads;
+    for (int h = 0; h < p.num_kv_heads; ++h) {
+      std::memcpy(p.v_cache + ((block * p.num_kv_heads + h) * B + slot) * D,
+                  p.v + static_cast<int64_t>(t) * p.kv_dim + static_cast<int64_t>(h) * D,
+                  sizeof(float) * D);
+    }
   }
 }
 

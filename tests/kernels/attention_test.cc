@@ -11,12 +11,13 @@
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/attention.h"
+#include "kernels/cpu/ops.h"
 #include "tests/kernels/kernels_test_util.h"
 
 namespace moe::kernels::cpu {
 namespace {
 
-constexpr int kHq = 4, kHkv = 2, kB = 4;
+constexpr int kHq = 4, kHkv = 2, kB = 16;
 
 // One sequence's new tokens, all of them in this step: q [len, Hq, D], k and v [len, Hkv*D].
 struct SeqData {
@@ -56,22 +57,24 @@ std::vector<std::vector<float>> Attend(const std::vector<SeqData>& seqs, int D, 
   std::vector<std::vector<int32_t>> tables(seqs.size());
   std::vector<const int32_t*> table_ptrs;
   std::vector<int32_t> token_seq, positions;
-  std::vector<float> q;
+  std::vector<float> q, k, v;
   size_t next = 0;
   for (size_t s = 0; s < seqs.size(); ++s) {
     for (int b = 0; b < (seqs[s].len + kB - 1) / kB; ++b) tables[s].push_back(pool[next++]);
     q.insert(q.end(), seqs[s].q.begin(), seqs[s].q.end());
+    k.insert(k.end(), seqs[s].k.begin(), seqs[s].k.end());
+    v.insert(v.end(), seqs[s].v.begin(), seqs[s].v.end());
     for (int p = 0; p < seqs[s].len; ++p) {
       token_seq.push_back(static_cast<int32_t>(s));
       positions.push_back(p);
-      const size_t slot = static_cast<size_t>(tables[s][p / kB]) * kB + p % kB;
-      std::copy_n(seqs[s].k.begin() + static_cast<size_t>(p) * kv_row, kv_row,
-                  kc.begin() + slot * kv_row);
-      std::copy_n(seqs[s].v.begin() + static_cast<size_t>(p) * kv_row, kv_row,
-                  vc.begin() + slot * kv_row);
     }
   }
   for (auto& tb : tables) table_ptrs.push_back(tb.data());
+  // The cache in its layout (kernels/params.h), written by the KV write kernel.
+  KvWriteParams kw{k.data(),          v.data(), T,    kv_row,    token_seq.data(), positions.data(),
+                   table_ptrs.data(), kB,       kHkv, kc.data(), vc.data()};
+  EXPECT_TRUE(CanImplement(kw).ok());
+  KvWrite(kw);
   std::vector<float> out(q.size(), 1e30f);
   PagedAttentionParams p;
   p.q = q.data();
@@ -136,7 +139,7 @@ class PagedAttentionTest : public IsaTest {};
 TEST_P(PagedAttentionTest, MatchesContiguousCausalAttention) {
   for (int D : {8, 64, 80}) {
     std::vector<SeqData> seqs;
-    for (int len : {1, 9, 4, 13}) seqs.push_back(MakeSeq(len, D, 100 + len));
+    for (int len : {1, 9, 4, 13, 40}) seqs.push_back(MakeSeq(len, D, 100 + len));
     const auto out = Attend(seqs, D, /*window=*/0, 5);
     for (size_t s = 0; s < seqs.size(); ++s) ExpectMatchesReference(seqs[s], out[s], D, 0);
   }
@@ -144,9 +147,11 @@ TEST_P(PagedAttentionTest, MatchesContiguousCausalAttention) {
 
 TEST_P(PagedAttentionTest, SlidingWindowLimitsKeys) {
   std::vector<SeqData> seqs;
-  for (int len : {1, 9, 4, 13}) seqs.push_back(MakeSeq(len, 8, 200 + len));
-  const auto out = Attend(seqs, 8, /*window=*/3, 6);
-  for (size_t s = 0; s < seqs.size(); ++s) ExpectMatchesReference(seqs[s], out[s], 8, 3);
+  for (int len : {1, 9, 4, 13, 37}) seqs.push_back(MakeSeq(len, 8, 200 + len));
+  for (int window : {3, 17}) {
+    const auto out = Attend(seqs, 8, window, 6);
+    for (size_t s = 0; s < seqs.size(); ++s) ExpectMatchesReference(seqs[s], out[s], 8, window);
+  }
 }
 
 TEST_P(PagedAttentionTest, SequenceOutputsDoNotDependOnTheBatch) {

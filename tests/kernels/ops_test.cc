@@ -112,14 +112,19 @@ TEST(KvWriteTest, WritesEachTokenToItsSlot) {
   const int32_t* tables[] = {table0.data(), table1.data()};
   const std::vector<int32_t> seq = {0, 1}, pos = {5, 2};
   std::vector<float> kc(3 * B * kv_dim, kPoison), vc(3 * B * kv_dim, kPoison);
-  KvWriteParams p{k.data(),   v.data(), 2, kv_dim,    seq.data(),
-                  pos.data(), tables,   B, kc.data(), vc.data()};
+  KvWriteParams p{k.data(), v.data(), 2,           kv_dim,    seq.data(), pos.data(),
+                  tables,   B,        /*heads=*/1, kc.data(), vc.data()};
   ASSERT_TRUE(CanImplement(p).ok());
   KvWrite(p);
   // Token 0: position 5 -> block table0[1] = 0, slot 1. Token 1: position 2 -> block 1, slot 2.
-  EXPECT_EQ(kc[1 * kv_dim + 2], 3);
+  // One kv head of D = 3: K is [block][D][B] (transposed), V [block][B][D].
+  EXPECT_EQ(kc[(0 * kv_dim + 2) * B + 1], 3);
+  EXPECT_EQ(kc[(1 * kv_dim + 0) * B + 2], 4);
   EXPECT_EQ(vc[(1 * B + 2) * kv_dim], -4);
+  EXPECT_EQ(vc[(0 * B + 1) * kv_dim + 1], -2);
   EXPECT_EQ(kc[0], kPoison);
+  p.num_kv_heads = 2;  // 3 is not a multiple of 2 heads
+  EXPECT_FALSE(CanImplement(p).ok());
 }
 
 TEST(RopeTest, RotatesPairsByPosition) {
