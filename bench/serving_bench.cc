@@ -3,6 +3,14 @@
 // of a level is all tokens generated over the level's wall time; the ratio to
 // concurrency 1 is what continuous batching buys. Greedy with ignore_eos, so every
 // request generates exactly --max-tokens tokens.
+//
+// With --metrics-url (the server's /metrics), each level also gets its roofline: the
+// server's own counts of the bytes its steps read (weights touched, every expert with
+// rows once per step, plus KV) and of their FLOPs, over the level, against the machine's
+// bounds measured by this process in the same run: the sustained read bandwidth (right
+// before and after the level, the larger) and the large-GEMM rate of --dtype. Roofline
+// time = max(bytes / bandwidth, FLOPs / GEMM rate); roofline tok/s = the level's output
+// tokens over it.
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -16,9 +24,11 @@
 #include <thread>
 #include <vector>
 
+#include <httplib.h>
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "bench/bounds.h"
 #include "moe/v1/serving.grpc.pb.h"
 
 namespace {
@@ -65,6 +75,31 @@ RequestRecord RunOne(moe::v1::Serving::Stub& stub, int index, int max_tokens) {
   return r;
 }
 
+// The server's counters that a roofline needs, from one /metrics scrape.
+struct Counters {
+  double weight_bytes = 0, kv_bytes = 0, flops = 0, step_seconds = 0, steps = 0;
+  bool ok = false;
+};
+
+Counters Scrape(const std::string& url) {
+  Counters c;
+  if (url.empty()) return c;
+  httplib::Client client(url);
+  auto res = client.Get("/metrics");
+  if (!res || res->status != 200) return c;
+  auto value = [&](const std::string& name) {
+    const size_t at = res->body.find("\n" + name + " ");
+    return at == std::string::npos ? -1.0 : std::stod(res->body.substr(at + name.size() + 2));
+  };
+  c.weight_bytes = value("moe_step_weight_bytes_total");
+  c.kv_bytes = value("moe_step_kv_bytes_total");
+  c.flops = value("moe_step_flops_total");
+  c.step_seconds = value("moe_step_duration_seconds_sum");
+  c.steps = value("moe_step_duration_seconds_count");
+  c.ok = c.weight_bytes >= 0 && c.flops >= 0 && c.step_seconds >= 0;
+  return c;
+}
+
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -80,8 +115,12 @@ int main(int argc, char** argv) {
   std::vector<int> levels = {1, 8, 32, 64};
   int requests_per_stream = 4;
   int max_tokens = 64;
-  std::string output;
+  std::string output, metrics_url, dtype = "bfloat16";
   app.add_option("--target", target, "moe-server gRPC address HOST:PORT")->required();
+  app.add_option("--metrics-url", metrics_url,
+                 "The server's HTTP address (http://HOST:PORT) for its /metrics: adds rooflines");
+  app.add_option("--dtype", dtype, "The served weights' dtype, for the GEMM rate bound")
+      ->capture_default_str();
   app.add_option("--concurrency", levels, "Concurrency levels")->delimiter(',');
   app.add_option("--requests-per-stream", requests_per_stream,
                  "Requests each concurrent stream sends per level")
@@ -99,11 +138,27 @@ int main(int argc, char** argv) {
   // Warm-up, not counted.
   for (int i = 0; i < 2; ++i) RunOne(*stub, i, max_tokens);
 
+  const bool roofline = !metrics_url.empty();
+  const moe::kernels::DType gemm_dtype =
+      dtype == "float32" ? moe::kernels::DType::kF32 : moe::kernels::DType::kBF16;
+  const double gemm_rate = roofline ? moe::bench::GemmRate(gemm_dtype) : 0;
+  moe::bench::Bandwidth bw_before =
+      roofline ? moe::bench::ReadBandwidth() : moe::bench::Bandwidth{};
+  if (roofline) {
+    std::printf("machine: %s; GEMM (%s, 2048^3) %.1f GFLOP/s\n",
+                moe::bench::MachineDescription().c_str(), dtype.c_str(), gemm_rate / 1e9);
+  }
   nlohmann::json results = nlohmann::json::array();
   double base = 0;
-  std::printf("%-11s %9s %8s %14s %10s %10s %10s\n", "concurrency", "requests", "errors",
+  std::printf("%-11s %9s %8s %14s %10s %10s %10s", "concurrency", "requests", "errors",
               "output tok/s", "ratio", "ttft p50", "e2e p50");
+  if (roofline) {
+    std::printf(" %9s %9s %9s %13s %8s %9s", "MB/step", "GF/step", "BW GB/s", "roofline tok/s",
+                "of roof", "busy");
+  }
+  std::printf("\n");
   for (int c : levels) {
+    const Counters before = Scrape(metrics_url);
     std::vector<RequestRecord> records(static_cast<size_t>(c) * requests_per_stream);
     std::atomic<int> next{0};
     const Clock::time_point start = Clock::now();
@@ -127,8 +182,34 @@ int main(int argc, char** argv) {
     }
     const double tps = tokens / wall;
     if (c == levels.front()) base = tps;
-    std::printf("%-11d %9zu %8d %14.1f %9.2fx %9.3fs %9.3fs\n", c, records.size(), errors, tps,
+    std::printf("%-11d %9zu %8d %14.1f %9.2fx %9.3fs %9.3fs", c, records.size(), errors, tps,
                 base > 0 ? tps / base : 0.0, Percentile(ttft, 0.5), Percentile(e2e, 0.5));
+    nlohmann::json roof;
+    if (roofline) {
+      const Counters after = Scrape(metrics_url);
+      const moe::bench::Bandwidth bw_after = moe::bench::ReadBandwidth();
+      const double bandwidth = std::max(bw_before.sustained, bw_after.sustained);
+      bw_before = bw_after;
+      const double bytes =
+          (after.weight_bytes - before.weight_bytes) + (after.kv_bytes - before.kv_bytes);
+      const double flops = after.flops - before.flops;
+      const double steps = after.steps - before.steps;
+      const double busy = (after.step_seconds - before.step_seconds) / wall;
+      const double roof_seconds = std::max(bytes / bandwidth, flops / gemm_rate);
+      const double roof_tps = tokens / roof_seconds;
+      std::printf(" %9.1f %9.2f %9.1f %13.1f %7.1f%% %8.1f%%", bytes / steps / 1e6,
+                  flops / steps / 1e9, bandwidth / 1e9, roof_tps, 100 * tps / roof_tps, 100 * busy);
+      roof = {{"steps", steps},
+              {"bytes", bytes},
+              {"flops", flops},
+              {"read_bandwidth_sustained", bandwidth},
+              {"gemm_flops_per_second", gemm_rate},
+              {"roofline_seconds", roof_seconds},
+              {"roofline_tokens_per_second", roof_tps},
+              {"fraction_of_roofline", tps / roof_tps},
+              {"engine_busy_fraction", busy}};
+    }
+    std::printf("\n");
     results.push_back({{"concurrency", c},
                        {"requests", records.size()},
                        {"errors", errors},
@@ -138,10 +219,12 @@ int main(int argc, char** argv) {
                        {"ratio_to_first_level", base > 0 ? tps / base : 0.0},
                        {"ttft_p50_seconds", Percentile(ttft, 0.5)},
                        {"ttft_p99_seconds", Percentile(ttft, 0.99)},
-                       {"e2e_p50_seconds", Percentile(e2e, 0.5)}});
+                       {"e2e_p50_seconds", Percentile(e2e, 0.5)},
+                       {"roofline", roof}});
   }
   if (!output.empty()) {
     std::ofstream(output) << nlohmann::json{{"target", target},
+                                            {"machine", moe::bench::MachineDescription()},
                                             {"max_tokens", max_tokens},
                                             {"requests_per_stream", requests_per_stream},
                                             {"levels", results}}

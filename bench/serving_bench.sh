@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# Starts moe-server on the default model (127.0.0.1, a free port), runs serving_bench at
-# concurrency 1, 8, 32 and 64 over gRPC, writes bench/results/serving_grpc_cpu.json and
-# stops the server. Extra arguments go to moe-server (e.g. --max-batched-tokens 1024).
+# Starts moe-server (127.0.0.1, free ports), runs serving_bench over gRPC at each
+# concurrency of $LEVELS (default 1,8,32) with the rooflines read from the server's
+# /metrics, writes $OUTPUT (default bench/results/serving_grpc_cpu.json) and stops the
+# server. Extra arguments go to moe-server, e.g.
+#   bash bench/serving_bench.sh --model /work/ckpt/moe-1b --max-seqs 64
+# Environment: BUILD (build dir), LEVELS, REQUESTS_PER_STREAM (4), MAX_TOKENS (64),
+# OUTPUT, DTYPE (the served dtype for the GEMM-rate bound, default bfloat16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
 out=$(mktemp)
-"$build/server/moe-server" --host 127.0.0.1 --grpc-port 0 --http-port -1 "$@" > "$out" &
+"$build/server/moe-server" --host 127.0.0.1 --grpc-port 0 --http-port 0 "$@" > "$out" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$out"' EXIT
-for _ in $(seq 100); do grep -q "grpc listening on" "$out" && break; sleep 0.1; done
-port=$(sed -n 's/.*grpc listening on .*:\([0-9]*\)$/\1/p' "$out")
+for _ in $(seq 600); do grep -q "http listening on" "$out" && break; sleep 0.1; done
+grpc_port=$(sed -n 's/.*grpc listening on .*:\([0-9]*\)$/\1/p' "$out")
+http_port=$(sed -n 's/.*http listening on .*:\([0-9]*\)$/\1/p' "$out")
 mkdir -p bench/results
-"$build/bench/serving_bench" --target "127.0.0.1:$port" --concurrency 1,8,32,64 \
+"$build/bench/serving_bench" --target "127.0.0.1:$grpc_port" \
+  --metrics-url "http://127.0.0.1:$http_port" --dtype "${DTYPE:-bfloat16}" \
+  --concurrency "${LEVELS:-1,8,32}" \
   --requests-per-stream "${REQUESTS_PER_STREAM:-4}" --max-tokens "${MAX_TOKENS:-64}" \
-  --output bench/results/serving_grpc_cpu.json
+  --output "${OUTPUT:-bench/results/serving_grpc_cpu.json}"

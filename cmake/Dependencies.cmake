@@ -5,9 +5,6 @@ find_package(nlohmann_json 3.10 REQUIRED)
 # CLI11: command-line parsing with --dashed-names and generated --help.
 find_package(CLI11 CONFIG REQUIRED)
 find_package(Threads REQUIRED)
-# OpenBLAS through pkg-config, so the cblas.h we compile against is OpenBLAS's own
-# (Debian's /usr/include/cblas.h alternative may point at the netlib reference BLAS).
-pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 if(MOE_BUILD_TESTS)

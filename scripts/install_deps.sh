@@ -8,7 +8,6 @@ PACKAGES=(
   libabsl-dev          # absl::Status, strings, containers
   libpcre2-dev         # tokenizer pre-tokenizer regexes (Unicode properties)
   libutf8proc-dev      # Unicode normalization (NFC/NFKC) for tokenizers
-  libopenblas-dev      # CPU GEMMs
   nlohmann-json3-dev   # config.json, tokenizer.json, safetensors headers
   libcli11-dev         # command-line parsing
   # gRPC front end: protoc and grpc_cpp_plugin generate proto/'s C++; libgrpc++-dev
