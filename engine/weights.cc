@@ -70,9 +70,10 @@ class WeightLoader {
                ModelWeights* out)
       : cfg_(cfg), ckpt_(ckpt), backend_(backend), dtype_(dtype), out_(out) {}
 
-  // A matrix stacked from one or more [rows_i, cols] tensors, in the backend's layout.
+  // A matrix stacked from one or more [rows_i, cols] tensors, in the backend's layout: into
+  // `into` (a slice of an arena of MatrixBytes) when given, else its own buffer.
   absl::StatusOr<Weight> Matrix(std::initializer_list<std::pair<const std::string*, int64_t>> parts,
-                                int64_t cols, bool expert = false) {
+                                int64_t cols, bool expert = false, char* into = nullptr) {
     std::vector<const TensorView*> views;
     std::vector<cpu::PackSource> sources;
     int64_t rows = 0;
@@ -85,9 +86,13 @@ class WeightLoader {
     }
     const WeightLayout layout = backend_.weight_layout();
     const size_t bytes = kernels::MatrixBytes(dtype_, layout, rows, cols);
-    MOE_ASSIGN_OR_RETURN(Buffer buffer, Allocate(bytes, *parts.begin()->first));
-    if (layout == WeightLayout::kPanels16 && buffer.kind() != MemoryKind::kDevice) {
-      cpu::PackPanels(sources, cols, dtype_, buffer.data());
+    Buffer buffer;
+    if (into == nullptr) {
+      MOE_ASSIGN_OR_RETURN(buffer, Allocate(bytes, *parts.begin()->first));
+      into = static_cast<char*>(buffer.data());
+    }
+    if (layout == WeightLayout::kPanels16 && backend_.compute_memory() != MemoryKind::kDevice) {
+      cpu::PackPanels(sources, cols, dtype_, into);
     } else {
       // Row-major: convert each part on the host, then copy it to the backend.
       std::vector<char> staging(bytes);
@@ -96,13 +101,23 @@ class WeightLoader {
         cpu::ConvertRows(s.data, s.type, s.rows * cols, dtype_, staging.data() + at);
         at += static_cast<size_t>(s.rows * cols) * kernels::DTypeBytes(dtype_);
       }
-      MOE_RETURN_IF_ERROR(backend_.CopyToBackend(buffer.data(), staging.data(), bytes));
+      MOE_RETURN_IF_ERROR(backend_.CopyToBackend(into, staging.data(), bytes));
     }
     Weight w;
-    w.ref = {buffer.data(), dtype_, layout, rows, cols};
+    w.ref = {into, dtype_, layout, rows, cols};
     Account(views, bytes, expert);
-    out_->storage_.push_back(std::move(buffer));
+    if (buffer) out_->storage_.push_back(std::move(buffer));
     return w;
+  }
+
+  // One buffer for all of a layer's routed experts: few large allocations, each in huge
+  // pages where the kernel gives them.
+  absl::StatusOr<char*> ExpertArena(int64_t experts, int64_t gate_up_bytes, int64_t down_bytes,
+                                    const std::string& what) {
+    MOE_ASSIGN_OR_RETURN(Buffer buffer, Allocate(experts * (gate_up_bytes + down_bytes), what));
+    char* data = static_cast<char*>(buffer.data());
+    out_->storage_.push_back(std::move(buffer));
+    return data;
   }
 
   absl::StatusOr<Weight> Matrix(const std::string& name, int64_t rows, int64_t cols) {
@@ -225,11 +240,18 @@ class WeightLoader {
       if (w.is_moe) {
         const int64_t E = cfg_.num_experts, I = cfg_.moe_intermediate_size;
         MOE_ASSIGN_OR_RETURN(w.router, Matrix(n.router, E, H));
+        // Sizes rounded up to whole cache lines, so every expert starts on one.
+        const WeightLayout layout = backend_.weight_layout();
+        const int64_t gu_bytes = (kernels::MatrixBytes(dtype_, layout, 2 * I, H) + 63) / 64 * 64;
+        const int64_t dn_bytes = (kernels::MatrixBytes(dtype_, layout, H, I) + 63) / 64 * 64;
+        MOE_ASSIGN_OR_RETURN(char* arena, ExpertArena(E, gu_bytes, dn_bytes, n.expert_gate[0]));
         for (int e = 0; e < E; ++e) {
-          MOE_ASSIGN_OR_RETURN(Weight gu,
-                               Matrix({{&n.expert_gate[e], I}, {&n.expert_up[e], I}}, H, true));
+          char* slot = arena + e * (gu_bytes + dn_bytes);
+          MOE_ASSIGN_OR_RETURN(
+              Weight gu, Matrix({{&n.expert_gate[e], I}, {&n.expert_up[e], I}}, H, true, slot));
           w.experts_gate_up.push_back(gu);
-          MOE_ASSIGN_OR_RETURN(Weight dn, Matrix({{&n.expert_down[e], H}}, I, true));
+          MOE_ASSIGN_OR_RETURN(Weight dn,
+                               Matrix({{&n.expert_down[e], H}}, I, true, slot + gu_bytes));
           w.experts_down.push_back(dn);
         }
         if (!n.shared_expert_gate.empty()) {

@@ -157,22 +157,34 @@ inline float SourceAt(const void* src, SourceType type, int64_t i) {
   return 0.f;
 }
 
-// One source row into panel column c, widened or narrowed to T.
+// One source row into panel column c, widened or narrowed to T. The two common cases (the
+// checkpoint already in the target dtype) are plain strided copies; loading a 13 GB
+// checkpoint packs at memory speed.
 template <typename T>
 void PackRow(const void* src, SourceType type, int64_t K, int c, T* panel) {
-  const bool pairs = sizeof(T) == 2;
-  for (int64_t k = 0; k < K; ++k) {
-    const float f = SourceAt(src, type, k);
-    const int64_t at = pairs ? (k / 2) * 32 + 2 * c + (k & 1) : k * 16 + c;
-    if constexpr (sizeof(T) == 2) {
-      if (type == SourceType::kBF16) {
-        panel[at] = static_cast<const uint16_t*>(src)[k];  // exact, NaN payloads kept
-      } else {
-        panel[at] = FloatToBf16(f);
+  if constexpr (sizeof(T) == 2) {
+    if (type == SourceType::kBF16) {
+      // bf16 pairs (k, k + 1) move as one 32-bit word to word (k / 2) * 16 + c.
+      const uint16_t* s = static_cast<const uint16_t*>(src);
+      const int64_t pairs = K / 2;
+      for (int64_t kp = 0; kp < pairs; ++kp) {
+        uint32_t word;
+        std::memcpy(&word, s + 2 * kp, sizeof(word));
+        std::memcpy(panel + kp * 32 + 2 * c, &word, sizeof(word));
       }
-    } else {
-      panel[at] = f;
+      if (K % 2 == 1) panel[pairs * 32 + 2 * c] = s[K - 1];  // exact, NaN payloads kept
+      return;
     }
+    for (int64_t k = 0; k < K; ++k) {
+      panel[(k / 2) * 32 + 2 * c + (k & 1)] = FloatToBf16(SourceAt(src, type, k));
+    }
+  } else {
+    if (type == SourceType::kF32) {
+      const float* s = static_cast<const float*>(src);
+      for (int64_t k = 0; k < K; ++k) panel[k * 16 + c] = s[k];
+      return;
+    }
+    for (int64_t k = 0; k < K; ++k) panel[k * 16 + c] = SourceAt(src, type, k);
   }
 }
 
