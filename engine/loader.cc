@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "engine/checkpoint.h"
+#include "kernels/cpu/parallel.h"
 
 namespace moe {
 

@@ -10,6 +10,8 @@ int NumThreads() { return omp_get_max_threads(); }
 
 void SetNumThreads(int n) { omp_set_num_threads(std::max(1, n)); }
 
+void ReleaseThreads() { omp_pause_resource_all(omp_pause_soft); }
+
 void ParallelTasks(int n, absl::FunctionRef<void(int)> task) {
   if (n <= 0) return;
   if (n == 1 || NumThreads() == 1) {

@@ -14,6 +14,13 @@ int NumThreads();
 // For tests and benchmarks; n >= 1.
 void SetNumThreads(int n);
 
+// Ends the calling thread's workers (they start again at its next parallel call). Call it
+// on a thread that is done with kernels while another thread goes on with them (the
+// loader's thread, once the weights are in): libgomp counts the idle workers of every
+// thread's pool, and with more threads than CPUs it stops spinning between parallel
+// calls and sleeps in the kernel instead, which halved moe-server's decode speed.
+void ReleaseThreads();
+
 // Runs task(i) for i in [0, n), spread over the threads (task i on thread i % threads when
 // n > threads). Returns when all are done. n <= 1 runs on the calling thread.
 void ParallelTasks(int n, absl::FunctionRef<void(int)> task);
