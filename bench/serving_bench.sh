@@ -13,7 +13,11 @@ out=$(mktemp)
 "$build/server/moe-server" --host 127.0.0.1 --grpc-port 0 --http-port 0 "$@" > "$out" &
 server=$!
 trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$out"' EXIT
-for _ in $(seq 600); do grep -q "http listening on" "$out" && break; sleep 0.1; done
+# A large checkpoint takes minutes to load: wait while the server lives.
+until grep -q "http listening on" "$out"; do
+  kill -0 $server 2>/dev/null || { echo "serving_bench.sh: moe-server exited" >&2; exit 1; }
+  sleep 0.2
+done
 grpc_port=$(sed -n 's/.*grpc listening on .*:\([0-9]*\)$/\1/p' "$out")
 http_port=$(sed -n 's/.*http listening on .*:\([0-9]*\)$/\1/p' "$out")
 mkdir -p bench/results

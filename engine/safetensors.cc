@@ -235,8 +235,34 @@ absl::StatusOr<std::unique_ptr<MappedFile>> MappedFile::Open(const std::string& 
     }
     data = static_cast<const std::byte*>(addr);
   }
-  ::close(fd);  // the mapping keeps the file alive
-  return std::unique_ptr<MappedFile>(new MappedFile(path, data, size));
+  // The descriptor stays open for Read().
+  return std::unique_ptr<MappedFile>(new MappedFile(path, fd, data, size));
+}
+
+absl::Status MappedFile::Read(const std::byte* at, size_t n, void* dst) const {
+  if (at < data_ || at + n > data_ + size_) {
+    return absl::OutOfRangeError(absl::StrCat("read outside '", path_, "'"));
+  }
+  size_t offset = static_cast<size_t>(at - data_);
+  char* out = static_cast<char*>(dst);
+  while (n > 0) {
+    const ssize_t got = ::pread(fd_, out, std::min<size_t>(n, size_t{1} << 30), offset);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot read '", path_, "'"));
+    if (got == 0) return absl::DataLossError(absl::StrCat("'", path_, "' ended early"));
+    out += got;
+    offset += static_cast<size_t>(got);
+    n -= static_cast<size_t>(got);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadTensorBytes(const TensorView& view, void* dst) {
+  if (view.mapped == nullptr) {
+    std::memcpy(dst, view.data, view.nbytes);
+    return absl::OkStatus();
+  }
+  return view.mapped->Read(view.data, view.nbytes, dst);
 }
 
 absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorToWrite>& tensors) {
@@ -285,16 +311,9 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorT
   return status;
 }
 
-void DropMappedPages(const void* data, size_t bytes) {
-  if (data == nullptr || bytes == 0) return;
-  static const uintptr_t kPage = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(kPage - 1);
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes + kPage - 1) & ~(kPage - 1);
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
-
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(const_cast<std::byte*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std::string& path) {
@@ -351,6 +370,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
     uint64_t begin = 0, end = 0;
     MOE_ASSIGN_OR_RETURN(TensorView view,
                          ParseTensor(path, key, value, buffer, buffer_size, &begin, &end));
+    view.mapped = file->file_.get();
     auto [it, inserted] = file->tensors_.emplace(key, std::move(view));
     (void)inserted;  // JSON object keys are unique after parsing
     extents.push_back({begin, end, &it->first});

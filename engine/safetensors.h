@@ -24,6 +24,8 @@ enum class DType { kF32, kF16, kBF16, kF64, kI64, kI32, kI16, kI8, kU8, kBool, k
 size_t DTypeSize(DType dtype);
 std::string_view DTypeName(DType dtype);
 
+class MappedFile;
+
 // A tensor inside a mapped file. `data` stays valid while the owning file is open.
 struct TensorView {
   std::string name;
@@ -31,7 +33,8 @@ struct TensorView {
   std::vector<int64_t> shape;
   const std::byte* data = nullptr;
   size_t nbytes = 0;
-  std::string file;  // path of the file it lives in, for error messages
+  std::string file;                    // path of the file it lives in, for error messages
+  const MappedFile* mapped = nullptr;  // the file it lives in
 
   int64_t numel() const;
 };
@@ -48,18 +51,22 @@ class MappedFile {
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
 
+  // Copies the n bytes of the file at `at` (a pointer into data()) to `dst` with pread:
+  // large sequential reads at the disk's speed, and pages this process never maps (so
+  // they are not in its resident set). DataLoss naming the file if it is short.
+  absl::Status Read(const std::byte* at, size_t n, void* dst) const;
+
  private:
-  MappedFile(std::string path, const std::byte* data, size_t size)
-      : path_(std::move(path)), data_(data), size_(size) {}
+  MappedFile(std::string path, int fd, const std::byte* data, size_t size)
+      : path_(std::move(path)), fd_(fd), data_(data), size_(size) {}
   std::string path_;
+  int fd_ = -1;
   const std::byte* data_ = nullptr;
   size_t size_ = 0;
 };
 
-// Drops the pages of a read-only mapping (a MappedFile's) that cover [data, data + bytes)
-// from this process: its RSS falls, and a later read faults them in again from the page
-// cache. The loader calls it on each tensor once it has been copied into its own layout.
-void DropMappedPages(const void* data, size_t bytes);
+// A tensor's bytes copied to `dst` (view.nbytes of them) through its file's Read.
+absl::Status ReadTensorBytes(const TensorView& view, void* dst);
 
 // One parsed and validated safetensors file. Open() rejects, naming the file (and the
 // tensor where there is one): a file shorter than its header, a header that is not a

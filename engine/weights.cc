@@ -84,6 +84,10 @@ class WeightLoader {
       sources.push_back({view->data, SourceTypeOf(*view), part_rows});
       rows += part_rows;
     }
+    MOE_ASSIGN_OR_RETURN(const std::byte* staged, Stage(views));
+    for (size_t i = 0, at = 0; i < views.size(); at += views[i]->nbytes, ++i) {
+      sources[i].data = staged + at;
+    }
     const WeightLayout layout = backend_.weight_layout();
     const size_t bytes = kernels::MatrixBytes(dtype_, layout, rows, cols);
     Buffer buffer;
@@ -130,7 +134,8 @@ class WeightLoader {
     MOE_ASSIGN_OR_RETURN(const TensorView* view, ckpt_.GetChecked(name, shape));
     const size_t bytes = static_cast<size_t>(rows * cols) * kernels::DTypeBytes(dtype_);
     MOE_ASSIGN_OR_RETURN(Buffer buffer, Allocate(bytes, name));
-    MOE_RETURN_IF_ERROR(Convert(*view, buffer, dtype_));
+    MOE_ASSIGN_OR_RETURN(const std::byte* staged, Stage({view}));
+    MOE_RETURN_IF_ERROR(Convert(*view, staged, buffer, dtype_));
     Weight w;
     w.ref = {buffer.data(), dtype_, WeightLayout::kRowMajor, rows, cols};
     Account({view}, bytes, false);
@@ -145,7 +150,8 @@ class WeightLoader {
     MOE_ASSIGN_OR_RETURN(const TensorView* view, ckpt_.GetChecked(name, s));
     const size_t bytes = static_cast<size_t>(view->numel()) * sizeof(float);
     MOE_ASSIGN_OR_RETURN(Buffer buffer, Allocate(bytes, name));
-    MOE_RETURN_IF_ERROR(Convert(*view, buffer, KDType::kF32));
+    MOE_ASSIGN_OR_RETURN(const std::byte* staged, Stage({view}));
+    MOE_RETURN_IF_ERROR(Convert(*view, staged, buffer, KDType::kF32));
     const float* data = buffer.as<float>();
     Account({view}, bytes, false);
     out_->storage_.push_back(std::move(buffer));
@@ -162,22 +168,38 @@ class WeightLoader {
     return buffer;
   }
 
-  absl::Status Convert(const TensorView& view, const Buffer& buffer, KDType dtype) {
+  // The tensor's bytes (already staged at `src`) converted into `buffer`.
+  absl::Status Convert(const TensorView& view, const std::byte* src, const Buffer& buffer,
+                       KDType dtype) {
     if (buffer.kind() != MemoryKind::kDevice) {
-      cpu::ConvertRows(view.data, SourceTypeOf(view), view.numel(), dtype, buffer.data());
+      cpu::ConvertRows(src, SourceTypeOf(view), view.numel(), dtype, buffer.data());
       return absl::OkStatus();
     }
     std::vector<char> staging(buffer.bytes());
-    cpu::ConvertRows(view.data, SourceTypeOf(view), view.numel(), dtype, staging.data());
+    cpu::ConvertRows(src, SourceTypeOf(view), view.numel(), dtype, staging.data());
     return backend_.CopyToBackend(buffer.data(), staging.data(), staging.size());
   }
 
-  // Counts what was read and drops the tensors' mapped pages: they are copied now.
+  // Reads the tensors' bytes, end to end, into the staging buffer with pread: large
+  // sequential reads, and no page of the checkpoint is ever mapped into this process, so
+  // peak memory is the weights plus the largest tensor.
+  absl::StatusOr<const std::byte*> Stage(const std::vector<const TensorView*>& views) {
+    size_t total = 0;
+    for (const TensorView* v : views) total += v->nbytes;
+    if (staging_.size() < total) staging_.resize(total);
+    size_t at = 0;
+    for (const TensorView* v : views) {
+      MOE_RETURN_IF_ERROR(ReadTensorBytes(*v, staging_.data() + at));
+      at += v->nbytes;
+    }
+    return staging_.data();
+  }
+
+  // Counts what was read.
   void Account(const std::vector<const TensorView*>& views, size_t bytes, bool expert) {
     for (const TensorView* v : views) {
       out_->stats_.num_parameters += v->numel();
       out_->stats_.checkpoint_bytes += static_cast<int64_t>(v->nbytes);
-      DropMappedPages(v->data, v->nbytes);
     }
     out_->stats_.resident_bytes += static_cast<int64_t>(bytes);
     if (expert) out_->stats_.expert_bytes += static_cast<int64_t>(bytes);
@@ -188,6 +210,7 @@ class WeightLoader {
   Backend& backend_;
   const KDType dtype_;
   ModelWeights* out_;
+  std::vector<std::byte> staging_;
 
  public:
   absl::Status LoadAll() {

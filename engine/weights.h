@@ -1,9 +1,9 @@
 // A model's weights as objects with a dtype, a layout and a placement, decided once at
 // load (DESIGN.md section 1a) from the options: the backend (its layout: packed panels
 // on the CPU), the dtype (the checkpoint's own by default; bf16 is never widened unless
-// asked) and the device memory budget. Each tensor is read from the mapped checkpoint,
-// copied once into the backend's layout, and its mapped pages are dropped, so peak memory
-// stays near the size of the weights themselves.
+// asked) and the device memory budget. Each tensor is read from the checkpoint file with
+// large sequential reads into a staging buffer and copied once into the backend's layout;
+// the file is never mapped for reading, so peak memory stays near the size of the weights.
 #pragma once
 
 #include <cstdint>
