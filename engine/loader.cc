@@ -11,7 +11,6 @@
 #include "absl/strings/str_format.h"
 #include "base/status_macros.h"
 #include "engine/checkpoint.h"
-#include "kernels/cpu/parallel.h"
 
 namespace moe {
 

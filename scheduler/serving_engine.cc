@@ -146,7 +146,7 @@ class ServingEngineImpl final : public ServingEngine, private StepLoopListener {
 
   bool WaitIdle(std::chrono::milliseconds timeout) override {
     std::unique_lock<std::mutex> lock(mu_);
-    return idle_cv_.wait_for(lock, timeout, [&] { return live_.empty(); });
+    return idle_cv_.wait_for(lock, timeout, [&] { return live_.empty() && ending_ == 0; });
   }
 
   const ServingLimits& limits() const override { return loop_->limits(); }
@@ -197,11 +197,11 @@ class ServingEngineImpl final : public ServingEngine, private StepLoopListener {
     ++queued_;
     --status_.running;
   }
-  // The lease is back and the counts change before the last event is pushed, so a client
-  // that has its final event and then asks Status() (or scrapes /metrics) never sees it
-  // running; the id leaves live_ after the push, so WaitIdle() returns only once every
-  // stream ended.
-  void BeforeEnd(bool was_running) override {
+  // The lease is back, the counts change and the id stops being live before the last
+  // event is pushed, so a client that has its final event and then asks Status() (or
+  // scrapes /metrics, or aborts the id) never finds it running; WaitIdle() also waits for
+  // the pushes under way (ending_), so it returns only once every stream ended.
+  void BeforeEnd(const std::string& id, bool was_running) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (was_running) {
       --status_.running;
@@ -209,11 +209,13 @@ class ServingEngineImpl final : public ServingEngine, private StepLoopListener {
       --queued_;
     }
     status_.kv_blocks_used = loop_->kv_blocks_used();
-  }
-  void AfterEnd(const std::string& id) override {
-    std::lock_guard<std::mutex> lock(mu_);
     live_.erase(id);
-    if (live_.empty()) idle_cv_.notify_all();
+    ++ending_;
+  }
+  void AfterEnd(const std::string&) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    --ending_;
+    if (live_.empty() && ending_ == 0) idle_cv_.notify_all();
   }
 
   void PublishStatus() {
@@ -230,10 +232,11 @@ class ServingEngineImpl final : public ServingEngine, private StepLoopListener {
   // Shared with front-end threads, under mu_.
   mutable std::mutex mu_;
   std::condition_variable cv_;       // wakes the engine thread
-  std::condition_variable idle_cv_;  // live_ became empty
+  std::condition_variable idle_cv_;  // live_ became empty and no last event is in flight
   std::deque<Submitted> inbox_;
   std::set<std::string> aborts_;
   std::set<std::string> live_;  // ids submitted and not finished
+  int ending_ = 0;              // requests whose last event is being pushed
   int queued_ = 0;              // inbox + waiting
   bool draining_ = false;
   bool stop_ = false;

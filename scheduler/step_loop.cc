@@ -348,7 +348,7 @@ void StepLoop::Impl::Fail(Sequence& seq, const absl::Status& error) {
 void StepLoop::Impl::End(Sequence& seq, StreamEvent last) {
   seq.finished = true;
   seq.lease.Release();
-  if (options.listener) options.listener->BeforeEnd(seq.running);
+  if (options.listener) options.listener->BeforeEnd(seq.req.id, seq.running);
   seq.sink->Push(std::move(last));
   if (options.listener) options.listener->AfterEnd(seq.req.id);
 }

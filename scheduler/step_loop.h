@@ -38,7 +38,7 @@ class StepLoopListener {
   virtual void OnPreempted() {}  // a running sequence goes back to waiting
   // A request ends: called before its last event is pushed (`was_running`: it was
   // running, else waiting), and after.
-  virtual void BeforeEnd(bool /*was_running*/) {}
+  virtual void BeforeEnd(const std::string& /*id*/, bool /*was_running*/) {}
   virtual void AfterEnd(const std::string& /*id*/) {}
 };
 

@@ -47,15 +47,15 @@ void PagedAttention(const PagedAttentionParams& p) {
   }
   const int64_t total = keys_before[p.num_tokens] * p.num_kv_heads;  // item-keys
   const int64_t work = total * group * p.head_dim;
-  const int threads =
-      work < (1 << 15) ? 1 : static_cast<int>(std::min<int64_t>(NumThreads(), items));
+  const int tasks =
+      work < (1 << 15) ? 1 : static_cast<int>(std::min<int64_t>(4 * NumThreads(), items));
   auto run = [&](int64_t i0, int64_t i1) {
     thread_local std::vector<float> scores;
     const size_t need = static_cast<size_t>(group) * (longest + 16);
     if (scores.size() < need) scores.resize(need);
     k.attention_items(p, i0, i1, scores.data());
   };
-  if (threads <= 1) {
+  if (tasks <= 1 || NumThreads() == 1) {
     run(0, items);
     return;
   }
@@ -64,11 +64,12 @@ void PagedAttention(const PagedAttentionParams& p) {
     const int64_t t = i / p.num_kv_heads, h = i % p.num_kv_heads;
     return keys_before[t] * p.num_kv_heads + h * (keys_before[t + 1] - keys_before[t]);
   };
-  // Thread j starts at the first item whose cost reaches j / threads of the total.
-  std::vector<int64_t> start(threads + 1, items);
+  // Task j (four per thread) starts at the first item whose cost reaches j / tasks of the
+  // total.
+  std::vector<int64_t> start(tasks + 1, items);
   start[0] = 0;
-  for (int j = 1; j < threads; ++j) {
-    const int64_t target = total * j / threads;
+  for (int j = 1; j < tasks; ++j) {
+    const int64_t target = total * j / tasks;
     int64_t lo = start[j - 1], hi = items;  // first item with cost_before(item) >= target
     while (lo < hi) {
       const int64_t mid = (lo + hi) / 2;
@@ -80,7 +81,7 @@ void PagedAttention(const PagedAttentionParams& p) {
     }
     start[j] = lo;
   }
-  ParallelTasks(threads, [&](int j) { run(start[j], start[j + 1]); });
+  ParallelTasks(tasks, [&](int j) { run(start[j], start[j + 1]); });
 }
 
 }  // namespace moe::kernels::cpu

@@ -90,23 +90,24 @@ void LinearBatch(std::span<const LinearParams> problems) {
     }
   }
   if (items.empty()) return;
-  const int threads = macs_total < kSerialMacs ? 1 : std::min<int>(NumThreads(), items.size());
-  if (threads <= 1) {
+  if (macs_total < kSerialMacs || NumThreads() == 1) {
     for (const Item& it : items) k.gemm_block(problems[it.problem], it.m0, it.m1, it.p0, it.p1);
     return;
   }
-  // Thread t takes the items whose cost midpoint falls in [t, t + 1) * total / threads.
-  std::vector<size_t> first(threads + 1, items.size());
+  // Tasks of consecutive items and about equal cost, four per thread: task c takes the
+  // items whose cost midpoint falls in [c, c + 1) * total / tasks.
+  const int tasks = std::min<int>(4 * NumThreads(), items.size());
+  std::vector<size_t> first(tasks + 1, items.size());
   int64_t before = 0;
-  int t = 0;
+  int c = 0;
   first[0] = 0;
   for (size_t i = 0; i < items.size(); ++i) {
     const int64_t mid = before + items[i].cost / 2;
-    while (t + 1 < threads && mid >= total * (t + 1) / threads) first[++t] = i;
+    while (c + 1 < tasks && mid >= total * (c + 1) / tasks) first[++c] = i;
     before += items[i].cost;
   }
-  for (int u = t + 1; u < threads; ++u) first[u] = items.size();
-  ParallelTasks(threads, [&](int task) {
+  for (int u = c + 1; u < tasks; ++u) first[u] = items.size();
+  ParallelTasks(tasks, [&](int task) {
     for (size_t i = first[task]; i < first[task + 1]; ++i) {
       const Item& it = items[i];
       k.gemm_block(problems[it.problem], it.m0, it.m1, it.p0, it.p1);
