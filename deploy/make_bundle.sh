@@ -5,7 +5,7 @@
 #   moe-serve-<version>-linux-x86_64/
 #     BUNDLE     what it is and what it needs (the minimum glibc)
 #     bin/       the binaries, linked with RPATH $ORIGIN/../lib (CMakeLists.txt)
-#     lib/       gRPC, Protobuf, Abseil, libgomp, prometheus-cpp, ...
+#     lib/       gRPC, Protobuf, Abseil, prometheus-cpp, ...
 #     share/moe-serve/models/default   the default model
 #
 # CUDA libraries are never bundled: a CUDA build needs the machine's driver and runtime.

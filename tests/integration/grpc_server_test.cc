@@ -381,7 +381,7 @@ TEST_F(GrpcServerTest, AThousandConcurrentStreamsNeedNoThreadEach) {
     complete += call->status.ok() && call->tokens == kTokens && call->finish_seen;
   }
   EXPECT_EQ(complete, kStreams);
-  // gRPC's own pollers and executors, the engine thread, the kernels' OpenMP and httplib's
+  // gRPC's own pollers and executors, the engine thread, the kernels' thread pool and httplib's
   // workers: a fixed set, far from one per stream.
   std::fprintf(stderr, "server threads: %d before, %d with %d requests live\n", threads_before,
                max_threads, live_at_peak);
