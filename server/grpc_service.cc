@@ -12,8 +12,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/absl_compat.h"
+#include "base/status_macros.h"
 #include "grpc/health/v1/health.pb.h"
 #include "moe/v1/serving.grpc.pb.h"
+#include "server/port_check.h"
 #include "server/status_mapping.h"
 
 namespace moe::server {
@@ -150,6 +152,16 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
         pending_error_ = ToGrpcStatus(event->error.ok() ? absl::InternalError("the request failed")
                                                         : event->error);
         break;
+      }
+      if (event->reason == StopReason::kAbort) {
+        // The engine ends a request at its deadline with kAbort; the client must see
+        // DEADLINE_EXCEEDED whichever side notices first, not an OK stream.
+        const std::optional<SteadyTime> deadline = CallDeadline(*context_);
+        if (deadline && std::chrono::steady_clock::now() >= *deadline) {
+          pending_error_ =
+              grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, "the request's deadline passed");
+          break;
+        }
       }
       v1::Finish* finish = response.mutable_finish();
       finish->set_reason(ToProto(event->reason));
@@ -433,13 +445,19 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingEngine* eng
   const bool ipv6 = options.host.find(':') != std::string::npos;
   const std::string address = ipv6 ? absl::StrCat("[", options.host, "]:", options.port)
                                    : absl::StrCat(options.host, ":", options.port);
+  // gRPC says only that a bind failed; the kernel says why.
+  MOE_RETURN_IF_ERROR(CheckCanListen("gRPC", options.host, options.port));
   grpc::ServerBuilder builder;
+  // gRPC sets SO_REUSEPORT by default: a second server on the same port would then
+  // listen too and answer some of this one's connections with its own model.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.RegisterService(&impl->service);
   impl->server = builder.BuildAndStart();
   if (impl->server == nullptr || impl->port == 0) {
-    return absl::UnavailableError(absl::StrCat("cannot listen for gRPC on ", address));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", address, " (the bind failed)"));
   }
   auto server = std::unique_ptr<GrpcServer>(new GrpcServer(std::move(impl)));
   server->SetServing(true);

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/absl_compat.h"
+#include "base/status_macros.h"
+#include "server/port_check.h"
 
 namespace moe::server {
 namespace {
@@ -20,6 +22,7 @@ class HttpFrontend : public Frontend {
   ~HttpFrontend() override { Shutdown(std::chrono::milliseconds(0)); }
 
   absl::Status Start(const std::string& host, int port) {
+    MOE_RETURN_IF_ERROR(CheckCanListen("HTTP", host, port));
     port_ = port == 0 ? server_.bind_to_any_port(host) : port;
     if (port_ < 0 || (port != 0 && !server_.bind_to_port(host, port))) {
       return absl::UnavailableError(

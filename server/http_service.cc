@@ -199,8 +199,10 @@ struct HttpService::Impl {
 
   Impl(ServingEngine& e, HttpOptions o)
       : engine(e), options(std::move(o)), chat_template(ChatTemplate::FromModelDir(e.model_dir())) {
-    if (options.served_model_name.empty()) options.served_model_name = BaseName(e.model_dir());
-    limits.served_name = options.served_model_name;
+    if (options.served_model_names.empty()) {
+      options.served_model_names.push_back(BaseName(e.model_dir()));
+    }
+    limits.served_names = options.served_model_names;
     const ServingLimits& engine_limits = e.limits();
     limits.context = engine_limits.context_length;
     limits.vocab_size = engine_limits.vocab_size;
@@ -240,7 +242,7 @@ struct HttpService::Impl {
     if (error) return WriteError(res, *error);
 
     ResponseHeader header{chat, NewId(chat ? "chatcmpl-" : "cmpl-"), std::time(nullptr),
-                          options.served_model_name};
+                          options.served_model_names.front()};
     parsed.request.id = header.id;
     std::optional<Clock::time_point> deadline;
     if (!parsed.stream && options.request_timeout.count() > 0) {
@@ -305,8 +307,8 @@ struct HttpService::Impl {
     }
   }
 
-  json ModelJson() const {
-    return {{"id", options.served_model_name},
+  json ModelJson(const std::string& name) const {
+    return {{"id", name},
             {"object", "model"},
             {"created", started},
             {"owned_by", "moe-serve"},
@@ -347,7 +349,7 @@ HttpService::HttpService(ServingEngine& engine, HttpOptions options)
 HttpService::~HttpService() = default;
 
 const std::string& HttpService::served_model_name() const {
-  return impl_->options.served_model_name;
+  return impl_->options.served_model_names.front();
 }
 
 void HttpService::SetServing(bool serving) { impl_->serving = serving; }
@@ -392,16 +394,20 @@ void HttpService::Register(httplib::Server& server) {
                 impl->Generate(req, res, /*chat=*/true);
               }));
   server.Get("/v1/models", [impl](const httplib::Request&, httplib::Response& res) {
-    WriteJson(res, 200, {{"object", "list"}, {"data", json::array({impl->ModelJson()})}});
+    json data = json::array();
+    for (const std::string& name : impl->options.served_model_names) {
+      data.push_back(impl->ModelJson(name));
+    }
+    WriteJson(res, 200, {{"object", "list"}, {"data", std::move(data)}});
   });
   server.Get(R"(/v1/models/(.+))", [impl](const httplib::Request& req, httplib::Response& res) {
     const std::string name = req.matches[1];
-    if (name != impl->options.served_model_name) {
+    if (!IsServedModelName(impl->limits, name)) {
       return WriteError(
           res, ApiError{404, absl::StrCat("The model '", ToAbsl(name), "' does not exist"), "model",
                         "model_not_found"});
     }
-    WriteJson(res, 200, impl->ModelJson());
+    WriteJson(res, 200, impl->ModelJson(name));
   });
   server.Post("/tokenize", guarded([impl](const httplib::Request& req, httplib::Response& res) {
                 impl->Tokenize(req, res);

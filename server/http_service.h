@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace httplib {
 class Server;
@@ -29,9 +30,10 @@ class ServingEngine;
 namespace moe::server {
 
 struct HttpOptions {
-  // The "model" requests must name (and /v1/models lists). Empty: the model
-  // directory's base name.
-  std::string served_model_name;
+  // The names requests may give as "model", which /v1/models lists; the first is the
+  // one responses carry. "default" is accepted as well. Empty: the model directory's
+  // base name.
+  std::vector<std::string> served_model_names;
   // Larger bodies get 413 (Content-Length is checked before the body is read).
   size_t max_body_bytes = 1 << 20;
   // (The context, the max_tokens cap and default, and the vocabulary come from the
@@ -64,6 +66,7 @@ class HttpService {
   // disconnects mid-stream would otherwise kill the process.
   void Register(httplib::Server& server);
 
+  // The name responses carry: the first of served_model_names.
   const std::string& served_model_name() const;
   // While false (draining), /ready is 503 and new generation requests get 503; requests
   // in progress go on. True at construction.

@@ -82,13 +82,27 @@ std::optional<ApiError> GetString(const json& obj, const std::string& name,
   return std::nullopt;
 }
 
+}  // namespace
+
+bool IsServedModelName(const ModelLimits& limits, std::string_view name) {
+  if (name == "default") return true;
+  return std::find(limits.served_names.begin(), limits.served_names.end(), name) !=
+         limits.served_names.end();
+}
+
+namespace {
+
 std::optional<ApiError> CheckModel(const json& body, const ModelLimits& limits) {
   std::optional<std::string> model;
   if (auto e = GetString(body, "model", &model)) return e;
-  if (model && *model != limits.served_name) {
+  if (model && !IsServedModelName(limits, *model)) {
+    std::string names;
+    for (const std::string& name : limits.served_names) {
+      absl::StrAppend(&names, names.empty() ? "" : ", ", "'", ToAbsl(name), "'");
+    }
     return ApiError{404,
                     absl::StrCat("The model '", ToAbsl(*model), "' does not exist; this server ",
-                                 "serves '", ToAbsl(limits.served_name), "'"),
+                                 "serves ", names, " (or 'default')"),
                     "model", "model_not_found"};
   }
   return std::nullopt;

@@ -14,6 +14,7 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -25,6 +26,7 @@
 #include "server/http_frontend.h"
 #include "server/metrics.h"
 #include "server/model_flags.h"
+#include "server/port_check.h"
 
 namespace {
 
@@ -75,7 +77,7 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int grpc_port = 50051;
   int http_port = 8000;
-  std::string served_model_name;
+  std::vector<std::string> served_model_names;
   size_t max_body_bytes = 1 << 20;
   double drain_seconds = 30;
   moe::server::ModelFlags model_flags;
@@ -89,8 +91,10 @@ int main(int argc, char** argv) {
                  "HTTP (OpenAI-compatible) port; 0 picks a free one, -1 serves no HTTP")
       ->capture_default_str()
       ->check(CLI::Range(-1, 65535));
-  app.add_option("--served-model-name", served_model_name,
-                 "The model name HTTP requests must use; default: the model directory's name");
+  app.add_option("--served-model-name", served_model_names,
+                 "Names HTTP requests may give as \"model\" (several allowed; the first is "
+                 "the one responses carry; \"default\" is always accepted); default: the "
+                 "model directory's name");
   app.add_option("--max-body-bytes", max_body_bytes,
                  "Largest HTTP request body; larger ones get 413")
       ->capture_default_str()
@@ -131,6 +135,16 @@ int main(int argc, char** argv) {
     std::cerr << "moe-server: cannot install the SIGTERM/SIGINT handlers\n";
     return 1;
   }
+  // A port in use fails now, not after minutes of loading (and both servers bind again,
+  // with the same check, once the model is in).
+  for (absl::Status can_listen :
+       {moe::server::CheckCanListen("gRPC", host, grpc_port),
+        http_port >= 0 ? moe::server::CheckCanListen("HTTP", host, http_port) : absl::OkStatus()}) {
+    if (!can_listen.ok()) {
+      std::cerr << "moe-server: " << can_listen.message() << "\n";
+      return 1;
+    }
+  }
   absl::StatusOr<moe::LoadedModel> loaded = moe::server::LoadModelFromFlags(model_flags);
   if (!loaded.ok()) {
     std::cerr << "moe-server: " << loaded.status().message() << "\n";
@@ -168,13 +182,10 @@ int main(int argc, char** argv) {
     std::cerr << "moe-server: " << grpc_server.status().message() << "\n";
     return 1;
   }
-  std::cout << "moe-server: grpc listening on " << HostPort(host, (*grpc_server)->port())
-            << std::endl;
-
   std::unique_ptr<moe::server::Frontend> http;
   if (http_port >= 0) {
     moe::server::HttpOptions http_options;
-    http_options.served_model_name = served_model_name;
+    http_options.served_model_names = served_model_names;
     http_options.max_body_bytes = max_body_bytes;
     moe::ServingEngine* engine_ptr = engine->get();
     http_options.metrics_text = [metrics, engine_ptr] {
@@ -187,6 +198,11 @@ int main(int argc, char** argv) {
       return 1;
     }
     http = *std::move(started);
+  }
+  // Announced once both listen: a port that fails leaves nothing announced.
+  std::cout << "moe-server: grpc listening on " << HostPort(host, (*grpc_server)->port())
+            << std::endl;
+  if (http) {
     std::cout << "moe-server: http listening on " << HostPort(host, http->port()) << std::endl;
   }
 

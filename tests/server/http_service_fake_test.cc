@@ -129,7 +129,7 @@ class FakeEngine : public ServingEngine {
 
 HttpOptions Options() {
   HttpOptions options;
-  options.served_model_name = "tiny";
+  options.served_model_names = {"tiny"};
   options.max_body_bytes = 4096;
   options.request_timeout = std::chrono::seconds(1);
   return options;
@@ -270,8 +270,40 @@ TEST(HttpServiceFakeTest, LimitsAndUnknownPaths) {
   auto models = client.Get("/v1/models");
   ASSERT_TRUE(models);
   EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "tiny");
+  EXPECT_EQ(json::parse(models->body)["data"].size(), 1u);
   // Still serving.
   EXPECT_EQ(client.Get("/health")->status, 200);
+}
+
+TEST(HttpServiceFakeTest, EveryAliasAndDefaultNameTheModel) {
+  FakeEngine engine;
+  HttpOptions options = Options();
+  options.served_model_names = {"tiny", "tiny-moe-v2"};
+  HttpService service(engine, options);
+  TestHttpServer server(service);
+  httplib::Client client = server.Client();
+  auto models = client.Get("/v1/models");
+  ASSERT_TRUE(models);
+  const json data = json::parse(models->body)["data"];
+  ASSERT_EQ(data.size(), 2u);
+  EXPECT_EQ(data[0]["id"], "tiny");
+  EXPECT_EQ(data[1]["id"], "tiny-moe-v2");
+  // A request that passes the model check reaches the engine, which here refuses it
+  // with a full queue (429); a wrong model never gets there (404).
+  engine.submit_status = absl::ResourceExhaustedError("the queue is full");
+  for (const char* name : {"tiny", "tiny-moe-v2", "default"}) {
+    auto one = client.Get(std::string("/v1/models/") + name);
+    ASSERT_TRUE(one);
+    EXPECT_EQ(one->status, 200) << name;
+    EXPECT_EQ(json::parse(one->body)["id"], name);
+    ExpectError(client.Post("/v1/completions",
+                            json{{"model", name}, {"prompt", json::array({1, 2})}}.dump(),
+                            "application/json"),
+                429, "rate_limit_error", "queue_full");
+  }
+  ExpectError(
+      client.Post("/v1/completions", R"({"model": "other", "prompt": [1]})", "application/json"),
+      404, "not_found_error", "model_not_found");
 }
 
 TEST(HttpServiceFakeTest, MoreConcurrentStreamsThanHttplibsDefaultEightThreads) {

@@ -2,6 +2,8 @@
 // issue 3 maps to its status, param and code; good bodies become the engine request.
 #include "server/openai_protocol.h"
 
+#include "absl/strings/str_cat.h"
+
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -31,7 +33,7 @@ class OpenAiProtocolTest : public ::testing::Test {
 
   ModelLimits Limits() const {
     ModelLimits limits;
-    limits.served_name = "default";
+    limits.served_names = {"tiny-moe", "alias"};
     limits.context = 64;
     limits.vocab_size = 4096;
     return limits;
@@ -100,6 +102,26 @@ struct BadCase {
   const char* param;  // "" for null
   const char* code;   // "" for null
 };
+
+TEST_F(OpenAiProtocolTest, ModelMayBeAnyServedNameOrDefaultOrAbsent) {
+  for (const char* model : {"tiny-moe", "alias", "default"}) {
+    EXPECT_EQ(Completion(absl::StrCat(R"({"model": ")", model, R"(", "prompt": "hi"})")),
+              std::nullopt)
+        << model;
+    EXPECT_EQ(Chat(absl::StrCat(R"({"model": ")", model,
+                                R"(", "messages": [{"role": "user", "content": "hi"}]})")),
+              std::nullopt)
+        << model;
+  }
+  EXPECT_EQ(Completion(R"({"prompt": "hi"})"), std::nullopt);
+  const std::optional<ApiError> e = Completion(R"({"model": "tiny", "prompt": "hi"})");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->status, 404);
+  EXPECT_EQ(e->code, "model_not_found");
+  EXPECT_EQ(e->message,
+            "The model 'tiny' does not exist; this server serves 'tiny-moe', 'alias' (or "
+            "'default')");
+}
 
 TEST_F(OpenAiProtocolTest, BadCompletionsAreRefused) {
   const BadCase cases[] = {
