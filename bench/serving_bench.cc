@@ -50,14 +50,25 @@ std::string PromptFor(int i) {
   return p;
 }
 
-RequestRecord RunOne(moe::v1::Serving::Stub& stub, int index, int max_tokens) {
+// How each request samples: greedy by default.
+struct Sampling {
+  float temperature = 0.f;
+  float top_p = 1.f;
+  int top_k = 0;
+};
+
+RequestRecord RunOne(moe::v1::Serving::Stub& stub, int index, int max_tokens,
+                     const Sampling& sampling) {
   RequestRecord r;
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
   moe::v1::GenerateRequest req;
   req.set_text(PromptFor(index));
   req.set_max_tokens(max_tokens);
-  req.set_temperature(0.f);
+  req.set_temperature(sampling.temperature);
+  if (sampling.top_p < 1.f) req.set_top_p(sampling.top_p);
+  if (sampling.top_k > 0) req.set_top_k(sampling.top_k);
+  req.set_seed(static_cast<uint64_t>(index) + 1);
   req.set_ignore_eos(true);
   const Clock::time_point start = Clock::now();
   auto reader = stub.Generate(&ctx, req);
@@ -127,6 +138,16 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "Tokens generated per request")->capture_default_str();
   app.add_option("--output", output, "Write the results as JSON to this file");
+  Sampling sampling;
+  app.add_option("--temperature", sampling.temperature, "Sampling temperature; 0: greedy")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", sampling.top_p, "Nucleus sampling mass, in (0, 1]")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-6, 1.0));
+  app.add_option("--top-k", sampling.top_k, "Top-k filter; 0: none")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   CLI11_PARSE(app, argc, argv);
 
   auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
@@ -136,7 +157,7 @@ int main(int argc, char** argv) {
   }
   auto stub = moe::v1::Serving::NewStub(channel);
   // Warm-up, not counted.
-  for (int i = 0; i < 2; ++i) RunOne(*stub, i, max_tokens);
+  for (int i = 0; i < 2; ++i) RunOne(*stub, i, max_tokens, sampling);
 
   const bool roofline = !metrics_url.empty();
   const moe::kernels::DType gemm_dtype =
@@ -166,7 +187,7 @@ int main(int argc, char** argv) {
     for (int t = 0; t < c; ++t) {
       threads.emplace_back([&] {
         for (int i; (i = next.fetch_add(1)) < static_cast<int>(records.size());) {
-          records[i] = RunOne(*stub, i, max_tokens);
+          records[i] = RunOne(*stub, i, max_tokens, sampling);
         }
       });
     }
@@ -226,6 +247,9 @@ int main(int argc, char** argv) {
     std::ofstream(output) << nlohmann::json{{"target", target},
                                             {"machine", moe::bench::MachineDescription()},
                                             {"max_tokens", max_tokens},
+                                            {"temperature", sampling.temperature},
+                                            {"top_p", sampling.top_p},
+                                            {"top_k", sampling.top_k},
                                             {"requests_per_stream", requests_per_stream},
                                             {"levels", results}}
                                  .dump(2)

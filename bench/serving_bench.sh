@@ -5,7 +5,8 @@
 # server. Extra arguments go to moe-server, e.g.
 #   bash bench/serving_bench.sh --model /work/ckpt/moe-1b --max-seqs 64
 # Environment: BUILD (build dir), LEVELS, REQUESTS_PER_STREAM (4), MAX_TOKENS (64),
-# OUTPUT, DTYPE (the served dtype for the GEMM-rate bound, default bfloat16).
+# OUTPUT, DTYPE (the served dtype for the GEMM-rate bound, default bfloat16),
+# TEMPERATURE (0: greedy), TOP_P (1), TOP_K (0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
@@ -25,4 +26,5 @@ mkdir -p bench/results
   --metrics-url "http://127.0.0.1:$http_port" --dtype "${DTYPE:-bfloat16}" \
   --concurrency "${LEVELS:-1,8,32}" \
   --requests-per-stream "${REQUESTS_PER_STREAM:-4}" --max-tokens "${MAX_TOKENS:-64}" \
+  --temperature "${TEMPERATURE:-0}" --top-p "${TOP_P:-1}" --top-k "${TOP_K:-0}" \
   --output "${OUTPUT:-bench/results/serving_grpc_cpu.json}"

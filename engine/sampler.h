@@ -5,6 +5,7 @@
 #include <optional>
 #include <random>
 #include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 
@@ -16,9 +17,13 @@ struct SamplingParams {
   float top_p = 1.f;             // in (0, 1]; 1: no nucleus filter
   std::optional<uint64_t> seed;  // unset: a random seed
 
+  // Temperatures below this are greedy: 1 / temperature would overflow the logits'
+  // scale (at 1e-38 it is infinite), and a distribution that sharp is the argmax anyway.
+  static constexpr float kGreedyBelow = 1e-5f;
+
   // InvalidArgument for temperature < 0, top_k < 0, top_p outside (0, 1].
   absl::Status Validate() const;
-  bool greedy() const { return temperature == 0.f; }
+  bool greedy() const { return temperature < kGreedyBelow; }
 };
 
 // One sequence's sampler: owns its random stream, so a seeded request gives the same
@@ -28,12 +33,21 @@ class Sampler {
   explicit Sampler(const SamplingParams& params);
   // logits: [V]. Greedy picks the lowest id among equal maxima. Otherwise: divide by the
   // temperature, keep the top_k largest, softmax, keep the smallest prefix (by
-  // descending probability) whose mass reaches top_p, renormalise, draw.
+  // descending probability, ties by id) whose mass reaches top_p, renormalise, draw.
+  // Nothing sorts the whole vocabulary unless top_p needs nearly all of it: top_k is a
+  // bounded heap, top_p sorts only the entries of the binary-exponent buckets it reaches,
+  // and the plain softmax draws in id order.
   int32_t Sample(std::span<const float> logits);
 
  private:
+  int32_t DrawFromSorted(int n, double sum);
+
   SamplingParams params_;
   std::mt19937_64 rng_;
+  // Scratch reused from token to token.
+  std::vector<float> exps_;
+  std::vector<double> weights_;
+  std::vector<int32_t> order_;
 };
 
 }  // namespace moe

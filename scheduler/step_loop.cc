@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "engine/sampler.h"
+#include "kernels/cpu/parallel.h"
 #include "scheduler/kv_lease.h"
 #include "scheduler/policy.h"
 #include "scheduler/stop_strings.h"
@@ -70,6 +71,7 @@ struct StepLoop::Impl {
   int64_t next_seq = 0;
   int64_t preemptions = 0;
   int64_t steps = 0;
+  std::vector<int32_t> sampled;  // the step's tokens, by logits row
 
   Sequence* Find(int64_t id) {
     for (auto& s : running) {
@@ -243,12 +245,17 @@ bool StepLoop::Step() {
   for (size_t i = 0; i < in_batch.size(); ++i) {
     in_batch[i]->num_computed += plan.items[i].num_new_tokens;
   }
+  // Each row's sampler owns its random stream and scratch, so rows are drawn on the
+  // kernel threads in any order and give what a lone draw would.
   const int V = m.lm->config.vocab_size;
-  for (size_t r = 0; r < out.rows_seq.size(); ++r) {
+  const int rows = static_cast<int>(out.rows_seq.size());
+  m.sampled.resize(rows);
+  kernels::cpu::ParallelTasks(rows, [&](int r) {
     Sequence& seq = *in_batch[out.rows_seq[r]];
-    const int32_t token = seq.sampler.Sample(std::span<const float>(out.logits.data() + r * V, V));
-    m.AddToken(seq, token);
-  }
+    m.sampled[r] = seq.sampler.Sample(
+        std::span<const float>(out.logits.data() + static_cast<int64_t>(r) * V, V));
+  });
+  for (int r = 0; r < rows; ++r) m.AddToken(*in_batch[out.rows_seq[r]], m.sampled[r]);
   if (m.options.observer) {
     ServingObserver::Step step;
     step.seconds = Seconds(Clock::now() - step_start);

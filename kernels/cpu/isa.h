@@ -53,6 +53,10 @@ struct IsaKernels {
   void (*attention_items)(const PagedAttentionParams& p, int64_t i0, int64_t i1, float* scores);
   // Sum of n floats, n a multiple of 64 (the bandwidth probe of bench/bounds.h).
   float (*sum_floats)(const float* x, int64_t n);
+  // out[i] = e^((x[i] - shift) * scale); returns the sum of out (one thread).
+  float (*exp_row)(const float* x, int64_t n, float scale, float shift, float* out);
+  // The largest of x[0, n), n >= 1 (one thread).
+  float (*max_row)(const float* x, int64_t n);
 };
 
 const IsaKernels& Kernels();  // of ActiveIsa()

@@ -197,4 +197,10 @@ void KvWrite(const KvWriteParams& p) {
   }
 }
 
+float ExpRow(const float* x, int64_t n, float scale, float shift, float* out) {
+  return Kernels().exp_row(x, n, scale, shift, out);
+}
+
+float MaxRow(const float* x, int64_t n) { return Kernels().max_row(x, n); }
+
 }  // namespace moe::kernels::cpu

@@ -3,6 +3,8 @@
 // fp32 activations. Each has a CanImplement checking the limits it assumes.
 #pragma once
 
+#include <cstdint>
+
 #include "absl/status/status.h"
 #include "kernels/params.h"
 
@@ -28,5 +30,12 @@ void Clamp(const ClampParams& p);
 
 absl::Status CanImplement(const KvWriteParams& p);
 void KvWrite(const KvWriteParams& p);
+
+// out[i] = e^((x[i] - shift) * scale) for i in [0, n), within 2 ulp for arguments in
+// [-87, 88] (below: about 1.6e-38, never 0); returns the sum of out. On the calling
+// thread: the sampler's softmax numerators, one exp per vocabulary entry.
+float ExpRow(const float* x, int64_t n, float scale, float shift, float* out);
+// The largest of x[0, n), n >= 1, on the calling thread (unspecified with NaNs).
+float MaxRow(const float* x, int64_t n);
 
 }  // namespace moe::kernels::cpu

@@ -1,6 +1,8 @@
 #include "engine/sampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -85,6 +87,105 @@ TEST(SamplerTest, TopPKeepsTheSmallestPrefixReachingP) {
   p.top_p = 0.4f;  // the first token alone reaches it
   Sampler s2(p);
   for (int i = 0; i < 200; ++i) EXPECT_EQ(s2.Sample(logits), 0);
+}
+
+TEST(SamplerTest, TinyTemperaturesAreGreedy) {
+  const std::vector<float> logits = {0.1f, 3.f, -2.f, 2.9999f, 3.f};
+  for (float t : {1e-38f, 1e-30f, 1e-6f}) {
+    for (float top_p : {1.f, 0.9f}) {
+      SamplingParams p;
+      p.temperature = t;
+      p.top_p = top_p;
+      p.seed = 5;
+      Sampler s(p);
+      for (int i = 0; i < 50; ++i) EXPECT_EQ(s.Sample(logits), 1) << t;
+    }
+  }
+}
+
+TEST(SamplerTest, TopKTiesGoToTheLowestIds) {
+  SamplingParams p;
+  p.top_k = 3;
+  p.seed = 6;
+  Sampler s(p);
+  const std::vector<float> logits(1000, 0.5f);
+  int seen[1000] = {};
+  for (int i = 0; i < 3000; ++i) ++seen[s.Sample(logits)];
+  EXPECT_GT(seen[0], 800);
+  EXPECT_GT(seen[1], 800);
+  EXPECT_GT(seen[2], 800);
+  EXPECT_EQ(seen[0] + seen[1] + seen[2], 3000);
+}
+
+// The nucleus by a full sort in double: the reference the sampler's partial selection
+// must agree with.
+std::vector<int32_t> ReferenceNucleus(const std::vector<float>& logits, float t, float top_p) {
+  const int V = static_cast<int>(logits.size());
+  std::vector<int32_t> order(V);
+  for (int i = 0; i < V; ++i) order[i] = i;
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  });
+  std::vector<double> w(V);
+  double sum = 0;
+  for (int i = 0; i < V; ++i) sum += w[i] = std::exp((logits[order[i]] - logits[order[0]]) / t);
+  double cum = 0;
+  for (int i = 0; i < V; ++i) {
+    cum += w[i];
+    if (cum >= top_p * sum) return std::vector<int32_t>(order.begin(), order.begin() + i + 1);
+  }
+  return order;
+}
+
+TEST(SamplerTest, TopPOnA151936TokenVocabularyDrawsOnlyFromTheNucleus) {
+  // Peaked (a few hundred plausible tokens: the candidates suffice) and nearly flat
+  // (the candidates do not reach top_p: the whole vocabulary is sorted).
+  const int V = 151936;
+  for (const bool peaked : {true, false}) {
+    std::vector<float> logits(V);
+    uint32_t x = 12345;
+    for (int i = 0; i < V; ++i) {
+      x = x * 1664525u + 1013904223u;
+      const float u = static_cast<float>(x >> 8) / (1 << 24);
+      logits[i] = peaked ? (i % 500 == 7 ? 10.f + 4.f * u : -20.f * u) : 0.01f * u;
+    }
+    SamplingParams p;
+    p.temperature = 0.8f;
+    p.top_p = 0.9f;
+    p.seed = 7;
+    Sampler s(p);
+    const std::vector<int32_t> nucleus = ReferenceNucleus(logits, p.temperature, p.top_p);
+    std::vector<bool> in(V, false);
+    for (int32_t id : nucleus) in[id] = true;
+    if (peaked) {
+      EXPECT_LT(nucleus.size(), 400u);
+    } else {
+      EXPECT_GT(nucleus.size(), 100000u);
+    }
+    for (int i = 0; i < (peaked ? 300 : 20); ++i) {  // a flat row sorts all of V each time
+      const int32_t id = s.Sample(logits);
+      ASSERT_TRUE(in[id]) << id << (peaked ? " peaked" : " flat");
+    }
+  }
+}
+
+TEST(SamplerTest, FullSoftmaxOnALargeVocabularyFollowsTheWeights) {
+  // Two heavy tokens (weights 1 and 3) among 100,000 negligible ones.
+  std::vector<float> logits(100000, -40.f);
+  logits[123] = 0.f;
+  logits[99998] = std::log(3.f);
+  SamplingParams p;
+  p.seed = 8;
+  Sampler s(p);
+  int heavy = 0, last = 0;
+  const int n = 4000;
+  for (int i = 0; i < n; ++i) {
+    const int32_t id = s.Sample(logits);
+    heavy += id == 123 || id == 99998;
+    last += id == 99998;
+  }
+  EXPECT_GE(heavy, n - 5);
+  EXPECT_NEAR(static_cast<double>(last) / n, 0.75, 0.025);
 }
 
 TEST(SamplerTest, ValidateRejectsBadParameters) {

@@ -1,8 +1,10 @@
 // The element-wise and row kernels (kernels/cpu/ops.h) on every instruction set this CPU
 // has, against plain double-precision loops: RMSNorm, SiLU * up (and so the vector exp),
-// residual add, embedding lookups from every table layout, KV write and RoPE.
+// residual add, embedding lookups from every table layout, KV write, RoPE, and the
+// sampler's row exp and max.
 #include "kernels/cpu/ops.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -125,6 +127,29 @@ TEST(KvWriteTest, WritesEachTokenToItsSlot) {
   EXPECT_EQ(kc[0], kPoison);
   p.num_kv_heads = 2;  // 3 is not a multiple of 2 heads
   EXPECT_FALSE(CanImplement(p).ok());
+}
+
+TEST_P(OpsTest, ExpRowAndMaxRowMatchReference) {
+  std::mt19937 rng(23);
+  for (int n : {1, 15, 16, 17, 100, 4099}) {
+    std::vector<float> x = Random(n, rng, 10.f);
+    for (float& v : x) v = std::min(v, 30.f);
+    x[n / 2] = 31.f;  // the largest
+    std::vector<float> out(n + 1, kPoison);
+    EXPECT_EQ(MaxRow(x.data(), n), 31.f) << n;
+    const float scale = 1.25f, shift = 31.f;
+    const float sum = ExpRow(x.data(), n, scale, shift, out.data());
+    double want_sum = 0;
+    for (int i = 0; i < n; ++i) {
+      // The argument as the kernel forms it, in float; its exp to 2 ulp.
+      const float arg = (x[i] - shift) * scale;
+      const double want = std::exp(static_cast<double>(arg));
+      want_sum += want;
+      ASSERT_NEAR(out[i], want, 3e-7 * want + 1e-37) << "n=" << n << " i=" << i;
+    }
+    EXPECT_NEAR(sum, want_sum, 1e-5 * want_sum) << n;  // the lanes past n are not summed
+    EXPECT_EQ(out[n], kPoison);
+  }
 }
 
 TEST(RopeTest, RotatesPairsByPosition) {
