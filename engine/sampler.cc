@@ -136,31 +136,14 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     if ((bits >> 23) >= boundary) order_.push_back(i);
   }
   std::sort(order_.begin(), order_.end(), better);
-  size_t n = order_.size();
-  double cum = 0;
-  for (size_t i = 0; i < order_.size(); ++i) {
-    cum += exps_[order_[i]];
-    if (cum >= target) {
-      n = i + 1;
-      break;
-    }
-  }
+  const int n = static_cast<int>(order_.size());
   weights_.resize(n);
-  double mass = 0;
-  for (size_t i = 0; i < n; ++i) {
-    weights_[i] = exps_[order_[i]];
-    mass += weights_[i];
-  }
-  std::uniform_real_distribution<double> u(0.0, mass);
-  double r = u(rng_);
-  for (size_t i = 0; i < n; ++i) {
-    r -= weights_[i];
-    if (r < 0) return order_[i];
-  }
-  return order_[n - 1];
+  for (int i = 0; i < n; ++i) weights_[i] = exps_[order_[i]];
+  return DrawFromSorted(n, total);
 }
 
-// order_[0, n) best first with weights_[0, n) summing to `sum`: applies top_p, draws.
+// order_[0, n) best first with weights_[0, n); `sum` is the whole distribution's mass
+// (the top_p target is a fraction of it): applies top_p, draws.
 int32_t Sampler::DrawFromSorted(int n, double sum) {
   if (params_.top_p < 1.f) {
     const double target = params_.top_p * sum;
