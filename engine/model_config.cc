@@ -1,7 +1,9 @@
 #include "engine/model_config.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -105,11 +107,44 @@ absl::Status Validate(const ModelConfig& cfg) {
                                                    ", top-k ", cfg.top_k, ", intermediate ",
                                                    cfg.moe_intermediate_size));
   }
-  for (int32_t id : cfg.eos_token_ids) {
-    if (id < 0 || id >= cfg.vocab_size) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("eos_token_id ", id, " outside the vocabulary"));
+  return absl::OkStatus();
+}
+
+// Drops stop ids no token can have, with a warning naming `file`.
+void DropEosOutsideVocabulary(const std::string& file, ModelConfig* cfg) {
+  std::vector<int32_t> kept;
+  for (int32_t id : cfg->eos_token_ids) {
+    if (id >= 0 && id < cfg->vocab_size) {
+      kept.push_back(id);
+    } else {
+      cfg->warnings.push_back(absl::StrCat(file, ": eos_token_id ", id,
+                                           " is outside the vocabulary of ", cfg->vocab_size,
+                                           " tokens; ignored, as transformers does"));
     }
+  }
+  cfg->eos_token_ids = std::move(kept);
+}
+
+// generation_config.json's temperature, top_p and top_k, each checked as a request's.
+absl::Status ReadSamplingDefaults(const nlohmann::json& g, ModelConfig* cfg) {
+  if (auto it = g.find("temperature"); it != g.end() && !it->is_null()) {
+    if (!it->is_number() || !(it->get<double>() >= 0) || !std::isfinite(it->get<double>())) {
+      return absl::InvalidArgumentError("'temperature' must be a number >= 0");
+    }
+    cfg->default_temperature = it->get<float>();
+  }
+  if (auto it = g.find("top_p"); it != g.end() && !it->is_null()) {
+    if (!it->is_number() || !(it->get<double>() > 0 && it->get<double>() <= 1)) {
+      return absl::InvalidArgumentError("'top_p' must be a number in (0, 1]");
+    }
+    cfg->default_top_p = it->get<float>();
+  }
+  if (auto it = g.find("top_k"); it != g.end() && !it->is_null()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
+        it->get<int64_t>() > std::numeric_limits<int32_t>::max()) {
+      return absl::InvalidArgumentError("'top_k' must be an integer >= 0");
+    }
+    cfg->default_top_k = it->get<int>();
   }
   return absl::OkStatus();
 }
@@ -137,14 +172,17 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   if (s.ok()) s = arch->parse_config(j, &cfg);
   if (s.ok()) s = Validate(cfg);
   if (!s.ok()) return absl::Status(s.code(), absl::StrCat(path, ": ", s.message()));
+  std::string eos_from = path;
 
   const std::string gen_path = (std::filesystem::path(dir) / "generation_config.json").string();
   if (std::filesystem::exists(gen_path)) {
     MOE_ASSIGN_OR_RETURN(nlohmann::json g, ReadJsonFile(gen_path));
+    if (g.contains("eos_token_id") && !g["eos_token_id"].is_null()) eos_from = gen_path;
     s = ReadTokenIds(g, "eos_token_id", &cfg.eos_token_ids);
-    if (s.ok()) s = Validate(cfg);
+    if (s.ok()) s = ReadSamplingDefaults(g, &cfg);
     if (!s.ok()) return absl::Status(s.code(), absl::StrCat(gen_path, ": ", s.message()));
   }
+  DropEosOutsideVocabulary(eos_from, &cfg);
   return cfg;
 }
 

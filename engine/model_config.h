@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -47,8 +48,20 @@ struct ModelConfig {
   std::vector<bool> layer_is_moe;           // [num_layers]
 
   // Stop tokens: generation_config.json's eos_token_id if present, else config.json's.
+  // Ids outside the vocabulary are dropped with a warning, as transformers ignores them
+  // (OlmoeConfig's default eos_token_id is 50282 whatever the vocabulary).
   std::vector<int32_t> eos_token_ids;
   int32_t bos_token_id = -1;  // -1: none
+
+  // generation_config.json's sampling defaults, for requests that leave them unset (as
+  // vLLM applies them; do_sample is not consulted). Unset: the API's own defaults.
+  std::optional<float> default_temperature;
+  std::optional<float> default_top_p;
+  std::optional<int> default_top_k;
+
+  // What the loader noticed and accepted, e.g. an ignored eos_token_id (the server
+  // logs these at start-up).
+  std::vector<std::string> warnings;
 };
 
 // Reads `dir`/config.json (and generation_config.json when present) for a supported

@@ -65,6 +65,10 @@ struct ServingLimits {
   int max_tokens = 0;           // largest max_tokens a request may ask for
   int default_max_tokens = 16;  // a request that does not say (clamped to the room left)
   int vocab_size = 0;           // token ids in [0, vocab_size)
+  // What a request's unset temperature, top_p and top_k mean: the model's
+  // generation_config.json defaults over SamplingParams' own (temperature 1, no top-p or
+  // top-k filter). Never carries a seed.
+  SamplingParams default_sampling;
 };
 
 }  // namespace moe

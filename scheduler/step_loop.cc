@@ -117,6 +117,10 @@ absl::StatusOr<std::unique_ptr<StepLoop>> StepLoop::Create(const LoadedModel* mo
   l.max_tokens = options.max_tokens > 0 ? std::min(options.max_tokens, context) : context;
   l.default_max_tokens = std::min(options.default_max_tokens, l.max_tokens);
   l.vocab_size = model->config.vocab_size;
+  const ModelConfig& config = model->config;
+  if (config.default_temperature) l.default_sampling.temperature = *config.default_temperature;
+  if (config.default_top_p) l.default_sampling.top_p = *config.default_top_p;
+  if (config.default_top_k) l.default_sampling.top_k = *config.default_top_k;
   return std::unique_ptr<StepLoop>(new StepLoop(std::move(impl)));
 }
 

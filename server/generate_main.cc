@@ -47,6 +47,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cerr << "moe-generate: " << moe::LoadSummary(*loaded) << "\n";
+  for (const std::string& warning : loaded->config.warnings) {
+    std::cerr << "moe-generate: warning: " << warning << "\n";
+  }
   auto ids = loaded->tokenizer->Encode(prompt, /*add_special_tokens=*/!no_special);
   if (!ids.ok()) {
     std::cerr << "moe-generate: " << ids.status().message() << "\n";

@@ -380,6 +380,7 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
   }
 
   SamplingParams& sampling = out.sampling;
+  sampling = limits.default_sampling;
   if (request.has_temperature()) {
     if (!std::isfinite(request.temperature()) || request.temperature() < 0) {
       return absl::InvalidArgumentError(

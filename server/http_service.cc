@@ -208,6 +208,7 @@ struct HttpService::Impl {
     limits.vocab_size = engine_limits.vocab_size;
     limits.max_tokens_limit = engine_limits.max_tokens;
     limits.default_max_tokens = engine_limits.default_max_tokens;
+    limits.default_sampling = engine_limits.default_sampling;
   }
 
   // The body parsed as a JSON object, or the error already written to `res`.

@@ -177,6 +177,7 @@ std::optional<ApiError> ParseCommon(const json& body, const ModelLimits& limits,
                                     int default_max_tokens, ParsedGeneration* out) {
   GenerateRequest& r = out->request;
   if (auto e = RejectUnsupported(body)) return e;
+  r.sampling = limits.default_sampling;
 
   std::optional<int64_t> n;
   if (auto e = GetInt(body, "n", &n)) return e;

@@ -42,10 +42,11 @@ struct ModelLimits {
   // "default" is accepted too, this being a one-model server. Any other name, or none
   // listed here, gets 404 model_not_found.
   std::vector<std::string> served_names;
-  int context = 0;              // max_position_embeddings: prompt + max_tokens <= context
-  int vocab_size = 0;           // token ids in [0, vocab_size)
-  int max_tokens_limit = 0;     // cap on max_tokens (0: the context); also the chat default
-  int default_max_tokens = 16;  // /v1/completions without max_tokens (OpenAI's default)
+  int context = 0;                  // max_position_embeddings: prompt + max_tokens <= context
+  int vocab_size = 0;               // token ids in [0, vocab_size)
+  int max_tokens_limit = 0;         // cap on max_tokens (0: the context); also the chat default
+  int default_max_tokens = 16;      // /v1/completions without max_tokens (OpenAI's default)
+  SamplingParams default_sampling;  // unset temperature/top_p/top_k (ServingLimits')
 };
 
 // Whether a request's "model" names this server's model (see served_names).

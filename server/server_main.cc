@@ -151,6 +151,9 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cerr << "moe-server: loaded " << loaded->dir << ": " << moe::LoadSummary(*loaded) << "\n";
+  for (const std::string& warning : loaded->config.warnings) {
+    std::cerr << "moe-server: warning: " << warning << "\n";
+  }
   const moe::WeightStats weights = loaded->model->weights().stats();
   auto metrics = std::make_shared<moe::server::Metrics>();
   metrics->SetWeightBytes(weights.resident_bytes, weights.streamed_bytes);

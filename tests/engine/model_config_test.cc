@@ -126,11 +126,51 @@ TEST_F(ModelConfigTest, MissingOrWrongKeysAreNamed) {
   j["vocab_size"] = "many";
   Write("config.json", j.dump());
   EXPECT_THAT(LoadModelConfig(dir_.string()).status().message(), HasSubstr("vocab_size"));
+}
 
-  j = Qwen2();
-  j["eos_token_id"] = 100;  // outside the vocabulary
+TEST_F(ModelConfigTest, EosIdsOutsideTheVocabularyAreIgnoredWithAWarning) {
+  nlohmann::json j = Qwen2();
+  j["eos_token_id"] = {7, 100, -1};  // 100 = vocab_size: no token has it
   Write("config.json", j.dump());
-  EXPECT_THAT(LoadModelConfig(dir_.string()).status().message(), HasSubstr("eos_token_id"));
+  auto cfg = LoadModelConfig(dir_.string());
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_THAT(cfg->eos_token_ids, ElementsAre(7));
+  ASSERT_EQ(cfg->warnings.size(), 2u);
+  EXPECT_THAT(cfg->warnings[0],
+              HasSubstr("config.json: eos_token_id 100 is outside the vocabulary of 100 tokens; "
+                        "ignored, as transformers does"));
+  EXPECT_THAT(cfg->warnings[1], HasSubstr("eos_token_id -1"));
+  // The same from generation_config.json, which names its own file.
+  Write("config.json", Qwen2().dump());
+  Write("generation_config.json", R"({"eos_token_id": 50282})");
+  cfg = LoadModelConfig(dir_.string());
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_TRUE(cfg->eos_token_ids.empty());
+  ASSERT_EQ(cfg->warnings.size(), 1u);
+  EXPECT_THAT(cfg->warnings[0], HasSubstr("generation_config.json: eos_token_id 50282"));
+}
+
+TEST_F(ModelConfigTest, GenerationConfigSamplingDefaults) {
+  Write("config.json", Qwen2().dump());
+  auto cfg = LoadModelConfig(dir_.string());
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_FALSE(cfg->default_temperature || cfg->default_top_p || cfg->default_top_k);
+
+  Write("generation_config.json",
+        R"({"do_sample": true, "temperature": 0.6, "top_p": 0.95, "top_k": 20})");
+  cfg = LoadModelConfig(dir_.string());
+  ASSERT_TRUE(cfg.ok()) << cfg.status();
+  EXPECT_FLOAT_EQ(cfg->default_temperature.value_or(-1), 0.6f);
+  EXPECT_FLOAT_EQ(cfg->default_top_p.value_or(-1), 0.95f);
+  EXPECT_EQ(cfg->default_top_k.value_or(-1), 20);
+
+  for (const char* bad : {R"({"temperature": -1})", R"({"top_p": 0})", R"({"top_p": 1.5})",
+                          R"({"top_k": -2})", R"({"top_k": 2.5})", R"({"temperature": "hot"})"}) {
+    Write("generation_config.json", bad);
+    cfg = LoadModelConfig(dir_.string());
+    EXPECT_EQ(cfg.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(cfg.status().message(), HasSubstr("generation_config.json")) << bad;
+  }
 }
 
 TEST_F(ModelConfigTest, FamiliesSetTheirAttentionOptions) {

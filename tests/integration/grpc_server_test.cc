@@ -19,6 +19,7 @@
 #include <fstream>
 #include <latch>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -280,6 +281,27 @@ TEST_F(GrpcServerTest, PortsAreExclusiveAndASecondServerSaysWhichPortAndWhy) {
   HealthStatus response;
   ASSERT_TRUE(HealthCheck("", &response).ok());
   EXPECT_EQ(response.status(), HealthStatus::SERVING);
+}
+
+TEST_F(GrpcServerTest, UnsetSamplingFieldsTakeTheGenerationConfigDefaults) {
+  // models/default/generation_config.json: temperature 0.8, top_p 0.95.
+  auto seeded = [](std::optional<float> temperature, std::optional<float> top_p) {
+    v1::GenerateRequest request;
+    request.set_text("And the king said unto");
+    request.set_max_tokens(48);
+    request.set_ignore_eos(true);
+    request.set_seed(11);
+    if (temperature) request.set_temperature(*temperature);
+    if (top_p) request.set_top_p(*top_p);
+    return request;
+  };
+  const GenerateResult unset = Generate(seeded(std::nullopt, std::nullopt));
+  const GenerateResult as_config = Generate(seeded(0.8f, 0.95f));
+  const GenerateResult plain = Generate(seeded(1.f, 1.f));
+  ASSERT_TRUE(unset.status.ok()) << unset.status.error_message();
+  EXPECT_EQ(unset.ids.size(), 48u);
+  EXPECT_EQ(unset.ids, as_config.ids);
+  EXPECT_NE(unset.ids, plain.ids);
 }
 
 TEST_F(GrpcServerTest, ReflectionListsAndDescribesTheServices) {

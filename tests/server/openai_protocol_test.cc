@@ -123,6 +123,27 @@ TEST_F(OpenAiProtocolTest, ModelMayBeAnyServedNameOrDefaultOrAbsent) {
             "'default')");
 }
 
+TEST_F(OpenAiProtocolTest, UnsetSamplingFieldsTakeTheModelsDefaults) {
+  ModelLimits limits = Limits();
+  limits.default_sampling.temperature = 0.6f;
+  limits.default_sampling.top_p = 0.95f;
+  limits.default_sampling.top_k = 20;
+  auto parse = [&](const std::string& body) {
+    json parsed = json::parse(body);
+    ParsedGeneration out;
+    EXPECT_EQ(ParseCompletionRequest(parsed, limits, *tokenizer_, &out), std::nullopt) << body;
+    return out.request.sampling;
+  };
+  SamplingParams unset = parse(R"({"prompt": "hi"})");
+  EXPECT_FLOAT_EQ(unset.temperature, 0.6f);
+  EXPECT_FLOAT_EQ(unset.top_p, 0.95f);
+  EXPECT_EQ(unset.top_k, 20);
+  SamplingParams set = parse(R"({"prompt": "hi", "temperature": 0, "top_p": 1, "top_k": 0})");
+  EXPECT_FLOAT_EQ(set.temperature, 0.f);
+  EXPECT_FLOAT_EQ(set.top_p, 1.f);
+  EXPECT_EQ(set.top_k, 0);
+}
+
 TEST_F(OpenAiProtocolTest, BadCompletionsAreRefused) {
   const BadCase cases[] = {
       {R"({"prompt": "hi")", 400, "", "invalid_json"},
