@@ -75,6 +75,7 @@ struct ResponseHeader {
   std::string id;
   int64_t created = 0;
   std::string model;
+  bool include_usage = false;  // stream_options.include_usage
 
   json Object(std::string_view object, json choice) const {
     return {{"id", id},
@@ -97,13 +98,24 @@ struct ResponseHeader {
     return body;
   }
 
-  // One SSE chunk. `finish` null: a content chunk; else the final one (with usage).
-  json Chunk(json delta_or_text, json finish, const Usage* usage = nullptr) const {
+  // One SSE chunk. `finish` null: a content chunk; else the one with the finish reason.
+  // With stream_options.include_usage every chunk has "usage": null.
+  json Chunk(json delta_or_text, json finish) const {
     json choice = {{"index", 0}, {"finish_reason", std::move(finish)}, {"logprobs", nullptr}};
     choice[chat ? "delta" : "text"] = std::move(delta_or_text);
     json body = Object(chat ? "chat.completion.chunk" : "text_completion", std::move(choice));
-    if (usage != nullptr) body["usage"] = UsageJson(*usage);
+    if (include_usage) body["usage"] = nullptr;
     return body;
+  }
+
+  // The last chunk of a stream with stream_options.include_usage: no choices, the usage.
+  json UsageChunk(const Usage& usage) const {
+    return {{"id", id},
+            {"object", chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", created},
+            {"model", model},
+            {"choices", json::array()},
+            {"usage", UsageJson(usage)}};
   }
 };
 
@@ -167,7 +179,8 @@ class SseWriter {
         return;
       case StreamEvent::Kind::kFinish:
         *payload += SseData(header_.Chunk(header_.chat ? json::object() : json(""),
-                                          FinishReasonName(event.reason), &event.usage));
+                                          FinishReasonName(event.reason)));
+        if (header_.include_usage) *payload += SseData(header_.UsageChunk(event.usage));
         break;
       case StreamEvent::Kind::kError:
         *payload += SseData(ErrorBody(ApiErrorFromStatus(event.error)));
@@ -243,7 +256,7 @@ struct HttpService::Impl {
     if (error) return WriteError(res, *error);
 
     ResponseHeader header{chat, NewId(chat ? "chatcmpl-" : "cmpl-"), std::time(nullptr),
-                          options.served_model_names.front()};
+                          options.served_model_names.front(), parsed.include_usage};
     parsed.request.id = header.id;
     std::optional<Clock::time_point> deadline;
     if (!parsed.stream && options.request_timeout.count() > 0) {

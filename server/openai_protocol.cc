@@ -82,12 +82,15 @@ std::optional<ApiError> GetString(const json& obj, const std::string& name,
   return std::nullopt;
 }
 
+bool IsListed(const ModelLimits& limits, std::string_view name) {
+  return std::find(limits.served_names.begin(), limits.served_names.end(), name) !=
+         limits.served_names.end();
+}
+
 }  // namespace
 
 bool IsServedModelName(const ModelLimits& limits, std::string_view name) {
-  if (name == "default") return true;
-  return std::find(limits.served_names.begin(), limits.served_names.end(), name) !=
-         limits.served_names.end();
+  return name == "default" || IsListed(limits, name);
 }
 
 namespace {
@@ -100,10 +103,11 @@ std::optional<ApiError> CheckModel(const json& body, const ModelLimits& limits) 
     for (const std::string& name : limits.served_names) {
       absl::StrAppend(&names, names.empty() ? "" : ", ", "'", ToAbsl(name), "'");
     }
-    return ApiError{404,
-                    absl::StrCat("The model '", ToAbsl(*model), "' does not exist; this server ",
-                                 "serves ", names, " (or 'default')"),
-                    "model", "model_not_found"};
+    return ApiError{
+        404,
+        absl::StrCat("The model '", ToAbsl(*model), "' does not exist; this server ", "serves ",
+                     names, IsListed(limits, "default") ? "" : " (or 'default')"),
+        "model", "model_not_found"};
   }
   return std::nullopt;
 }
@@ -156,6 +160,10 @@ std::optional<ApiError> RejectUnsupported(const json& body) {
   if (nonzero("top_logprobs")) return Invalid("top_logprobs", "top_logprobs is not supported");
   for (const char* name : {"logit_bias", "suffix", "tools", "functions"}) {
     if (nonempty(name)) return Invalid(name, absl::StrCat(name, " is not supported"));
+  }
+  if (set("self_contrast")) {  // as gRPC refuses it (moe.v1 GenerateRequest.self_contrast)
+    return Invalid("self_contrast",
+                   "self_contrast (SCMoE self-contrast decoding) is not implemented yet");
   }
   if (set("best_of")) {
     std::optional<int64_t> best_of;
@@ -268,8 +276,12 @@ std::optional<ApiError> ParseCommon(const json& body, const ModelLimits& limits,
     }
   }
   if (auto e = GetBool(body, "stream", &out->stream)) return e;
-  if (const json* options = Field(body, "stream_options"); options && !options->is_object()) {
-    return Invalid("stream_options", "stream_options must be an object");
+  if (const json* options = Field(body, "stream_options")) {
+    if (!options->is_object()) return Invalid("stream_options", "stream_options must be an object");
+    if (!out->stream) {
+      return Invalid("stream_options", "stream_options is only allowed with \"stream\": true");
+    }
+    if (auto e = GetBool(*options, "include_usage", &out->include_usage)) return e;
   }
   if (auto e = GetBool(body, "ignore_eos", &r.ignore_eos)) return e;
   if (auto e = GetBool(body, "skip_special_tokens", &r.skip_special_tokens)) return e;

@@ -55,6 +55,10 @@ bool IsServedModelName(const ModelLimits& limits, std::string_view name);
 struct ParsedGeneration {
   GenerateRequest request;  // id left empty
   bool stream = false;
+  // stream_options.include_usage: a stream ends with a chunk of empty choices carrying
+  // the usage, and every chunk before it has "usage": null (as OpenAI sends it).
+  // Without it a stream carries no usage.
+  bool include_usage = false;
 };
 
 // The body as a JSON object; malformed JSON (invalid UTF-8 included) or a non-object is

@@ -53,13 +53,17 @@ def main() -> int:
     check("completions.create with token ids", c_ids.choices[0].text == c.choices[0].text)
 
     text, last = "", None
+    finish = None
     for chunk in client.completions.create(model=model, prompt="Once upon a time", max_tokens=8,
                                            temperature=0, stream=True,
+                                           stream_options={"include_usage": True},
                                            extra_body={"ignore_eos": True}):
-        text += chunk.choices[0].text
+        if chunk.choices:
+            text += chunk.choices[0].text
+            finish = chunk.choices[0].finish_reason or finish
         last = chunk
     check("completions.create stream", text == c.choices[0].text and last.usage is not None
-          and last.usage.completion_tokens == 8 and last.choices[0].finish_reason == "length")
+          and last.usage.completion_tokens == 8 and not last.choices and finish == "length")
 
     messages = [{"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "Tell me a story."}]

@@ -234,7 +234,8 @@ TEST_F(HttpServerTest, BadInputOverTheRealServerAndStreaming) {
     EXPECT_EQ(ok->status, 200) << "after " << c.body.substr(0, 80);
   }
   auto stream = client_->Post("/v1/completions",
-                              R"({"prompt": "In the beginning", "max_tokens": 6, "stream": true})",
+                              R"({"prompt": "In the beginning", "max_tokens": 6, "stream": true,
+                                  "stream_options": {"include_usage": true}})",
                               "application/json");
   ASSERT_TRUE(stream);
   EXPECT_EQ(stream->status, 200);

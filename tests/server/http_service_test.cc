@@ -140,9 +140,38 @@ TEST_F(HttpServiceTest, StreamingMatchesNonStreaming) {
   }
   const json& last = events.back();
   EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
-  EXPECT_EQ(last["usage"]["completion_tokens"], 12);
   EXPECT_EQ(last["id"], events.front()["id"]);
+  EXPECT_FALSE(last.contains("usage"));  // only with stream_options.include_usage
   EXPECT_EQ(text, expected);
+}
+
+TEST_F(HttpServiceTest, StreamUsageOnlyWithIncludeUsageAsItsOwnLastChunk) {
+  json request = {{"prompt", "Once upon a time"},
+                  {"max_tokens", 12},
+                  {"temperature", 0},
+                  {"ignore_eos", true},
+                  {"stream", true},
+                  {"stream_options", {{"include_usage", true}}}};
+  std::vector<json> events = PostStream("/v1/completions", request);
+  ASSERT_GE(events.size(), 3u);
+  for (size_t i = 0; i + 1 < events.size(); ++i) {
+    ASSERT_TRUE(events[i].contains("usage")) << events[i];
+    EXPECT_TRUE(events[i]["usage"].is_null()) << events[i];
+    EXPECT_EQ(events[i]["choices"].size(), 1u);
+  }
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], "length");
+  const json& usage_chunk = events.back();
+  EXPECT_EQ(usage_chunk["object"], "text_completion");
+  EXPECT_EQ(usage_chunk["id"], events.front()["id"]);
+  EXPECT_TRUE(usage_chunk["choices"].is_array() && usage_chunk["choices"].empty());
+  EXPECT_EQ(usage_chunk["usage"]["completion_tokens"], 12);
+  EXPECT_EQ(usage_chunk["usage"]["total_tokens"],
+            usage_chunk["usage"]["prompt_tokens"].get<int>() + 12);
+
+  request["stream_options"] = {{"include_usage", false}};
+  events = PostStream("/v1/completions", request);
+  ASSERT_FALSE(events.empty());
+  for (const json& e : events) EXPECT_FALSE(e.contains("usage")) << e;
 }
 
 TEST_F(HttpServiceTest, StopString) {
@@ -180,18 +209,21 @@ TEST_F(HttpServiceTest, ChatWithTheChatMlTemplate) {
   EXPECT_LE(reply["usage"]["completion_tokens"].get<int>(), 10);
 
   request["stream"] = true;
+  request["stream_options"] = {{"include_usage", true}};
   std::vector<json> events = PostStream("/v1/chat/completions", request);
   ASSERT_GE(events.size(), 2u);
   EXPECT_EQ(events[0]["object"], "chat.completion.chunk");
   EXPECT_EQ(events[0]["choices"][0]["delta"]["role"], "assistant");
   std::string content;
   for (const json& e : events) {
+    if (e["choices"].empty()) continue;  // the usage chunk
     if (e["choices"][0]["delta"].contains("content")) {
       content += e["choices"][0]["delta"]["content"].get<std::string>();
     }
   }
   EXPECT_EQ(content, choice["message"]["content"].get<std::string>());
-  EXPECT_EQ(events.back()["choices"][0]["finish_reason"], choice["finish_reason"]);
+  EXPECT_EQ(events[events.size() - 2]["choices"][0]["finish_reason"], choice["finish_reason"]);
+  EXPECT_EQ(events.back()["object"], "chat.completion.chunk");
   EXPECT_EQ(events.back()["usage"], reply["usage"]);
 }
 

@@ -151,6 +151,11 @@ TEST_F(OpenAiProtocolTest, BadCompletionsAreRefused) {
       {"{\"prompt\": \"\xff\xfe\"}", 400, "", "invalid_json"},  // invalid UTF-8
       {R"({"prompt": "\udc80"})", 400, "", "invalid_json"},     // lone surrogate
       {R"({"model": "gpt-4", "prompt": "hi"})", 404, "model", "model_not_found"},
+      {R"({"prompt": "hi", "stream_options": {"include_usage": true}})", 400, "stream_options", ""},
+      {R"({"prompt": "hi", "stream": true, "stream_options": {"include_usage": 1}})", 400,
+       "include_usage", ""},
+      {R"({"prompt": "hi", "stream": true, "stream_options": true})", 400, "stream_options", ""},
+      {R"({"prompt": "hi", "self_contrast": {"weak_rank": 2}})", 400, "self_contrast", ""},
       {R"({"model": 3, "prompt": "hi"})", 400, "model", ""},
       {R"({})", 400, "prompt", ""},
       {R"({"prompt": ""})", 400, "prompt", ""},
