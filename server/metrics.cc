@@ -48,11 +48,16 @@ struct Metrics::Impl {
                         .Help("Fraction of KV cache blocks in use")
                         .Register(registry)
                         .Add({});
-  Gauge& kv_blocks = BuildGauge()
-                         .Name("moe_kv_cache_blocks")
-                         .Help("KV cache blocks of 16 tokens in the pool")
-                         .Register(registry)
-                         .Add({});
+  Gauge& kv_capacity = BuildGauge()
+                           .Name("moe_kv_cache_capacity_blocks")
+                           .Help("KV cache blocks of 16 tokens in the pool (its size)")
+                           .Register(registry)
+                           .Add({});
+  Gauge& kv_used = BuildGauge()
+                       .Name("moe_kv_cache_used_blocks")
+                       .Help("KV cache blocks held by sequences")
+                       .Register(registry)
+                       .Add({});
   Counter& prompt_tokens = BuildCounter()
                                .Name("moe_prompt_tokens_total")
                                .Help("Prompt tokens of finished requests")
@@ -186,7 +191,8 @@ std::string Metrics::Scrape(const ServingStatus& status) {
   std::lock_guard<std::mutex> lock(impl_->scrape_mu);
   impl_->running.Set(status.running);
   impl_->waiting.Set(status.waiting);
-  impl_->kv_blocks.Set(status.kv_blocks_total);
+  impl_->kv_capacity.Set(status.kv_blocks_total);
+  impl_->kv_used.Set(status.kv_blocks_used);
   impl_->kv_usage.Set(status.kv_blocks_total > 0
                           ? static_cast<double>(status.kv_blocks_used) / status.kv_blocks_total
                           : 0.0);

@@ -37,6 +37,8 @@ TEST(MetricsTest, ObserverCallsShowUpInTheExposition) {
   EXPECT_THAT(text, HasSubstr("moe_num_requests_running 2"));
   EXPECT_THAT(text, HasSubstr("moe_num_requests_waiting 3"));
   EXPECT_THAT(text, HasSubstr("moe_kv_cache_usage_ratio 0.4"));
+  EXPECT_THAT(text, HasSubstr("moe_kv_cache_capacity_blocks 10"));
+  EXPECT_THAT(text, HasSubstr("moe_kv_cache_used_blocks 4"));
   EXPECT_THAT(text, HasSubstr("moe_prompt_tokens_total 7"));
   EXPECT_THAT(text, HasSubstr("moe_generation_tokens_total 8"));
   EXPECT_THAT(text, HasSubstr("moe_requests_finished_total{reason=\"stop\"} 1"));
