@@ -119,6 +119,21 @@ struct ResponseHeader {
   }
 };
 
+// The one method each route answers (GET routes answer HEAD too), or nullptr for a path
+// that is no route: a known path asked with another method gets 405 with this as Allow.
+const char* AllowedMethod(const std::string& path) {
+  static const std::pair<const char*, const char*> kRoutes[] = {
+      {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
+      {"/tokenize", "POST"},       {"/detokenize", "POST"},
+      {"/v1/models", "GET"},       {"/health", "GET"},
+      {"/ready", "GET"},           {"/metrics", "GET"}};
+  for (const auto& [route, method] : kRoutes) {
+    if (path == route) return method;
+  }
+  if (path.rfind("/v1/models/", 0) == 0 && path.size() > 11) return "GET";
+  return nullptr;
+}
+
 std::string SseData(const json& value) { return absl::StrCat("data: ", Dump(value), "\n\n"); }
 
 // The state of one SSE response, driven by httplib's chunked content provider on the
@@ -452,6 +467,18 @@ void HttpService::Register(httplib::Server& server) {
       [max_body](const httplib::Request& req, httplib::Response& res) {
         if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
         ApiError error{res.status, absl::StrCat("HTTP ", res.status), "", ""};
+        if (const char* allowed = AllowedMethod(req.path);
+            allowed != nullptr && req.method != allowed &&
+            !(req.method == "HEAD" && std::string_view(allowed) == "GET") &&
+            (res.status == 404 || res.status == 400)) {
+          res.status = 405;
+          res.set_header("Allow", allowed);
+          WriteError(res, ApiError{405,
+                                   absl::StrCat(ToAbsl(req.path), " takes ", allowed, ", not ",
+                                                ToAbsl(req.method)),
+                                   "", "method_not_allowed"});
+          return httplib::Server::HandlerResponse::Handled;
+        }
         if (res.status == 404) {
           error.message = absl::StrCat("no route for ", ToAbsl(req.method), " ", ToAbsl(req.path));
           error.code = "not_found";

@@ -266,6 +266,18 @@ TEST(HttpServiceFakeTest, LimitsAndUnknownPaths) {
   ExpectError(client.Post("/tokenize", big, "application/json"), 413, "invalid_request_error",
               "request_too_large");
   ExpectError(client.Get("/v1/nothing"), 404, "not_found_error", "not_found");
+  // A route asked with the wrong method: 405 with the method it takes.
+  auto wrong = client.Get("/v1/completions");
+  ExpectError(wrong, 405, "invalid_request_error", "method_not_allowed");
+  EXPECT_EQ(wrong->get_header_value("Allow"), "POST");
+  auto wrong_delete = client.Delete("/health");
+  ExpectError(wrong_delete, 405, "invalid_request_error", "method_not_allowed");
+  EXPECT_EQ(wrong_delete->get_header_value("Allow"), "GET");
+  auto wrong_put = client.Put("/tokenize", "{}", "application/json");
+  ExpectError(wrong_put, 405, "invalid_request_error", "method_not_allowed");
+  EXPECT_EQ(wrong_put->get_header_value("Allow"), "POST");
+  ExpectError(client.Post("/v1/models/tiny", "{}", "application/json"), 405,
+              "invalid_request_error", "method_not_allowed");
   ExpectError(client.Get("/v1/models/other"), 404, "not_found_error", "model_not_found");
   auto models = client.Get("/v1/models");
   ASSERT_TRUE(models);
