@@ -220,6 +220,7 @@ struct HttpService::Impl {
   ServingEngine& engine;
   HttpOptions options;
   ModelLimits limits;
+  int max_prompt_tokens = 0;  // the engine's cap (it checks prompts itself)
   ChatTemplate chat_template;
   int64_t started = std::time(nullptr);
   std::atomic<bool> serving{true};
@@ -235,6 +236,7 @@ struct HttpService::Impl {
     limits.context = engine_limits.context_length;
     limits.vocab_size = engine_limits.vocab_size;
     limits.max_tokens_limit = engine_limits.max_tokens;
+    max_prompt_tokens = engine_limits.max_prompt_tokens;
     limits.default_max_tokens = engine_limits.default_max_tokens;
     limits.default_sampling = engine_limits.default_sampling;
   }
@@ -341,7 +343,13 @@ struct HttpService::Impl {
             {"object", "model"},
             {"created", started},
             {"owned_by", "moe-serve"},
-            {"max_model_len", limits.context}};
+            // The longest sequence this server will run: the context, or less when
+            // --max-prompt-tokens and --max-tokens cap it; the caps themselves beside it.
+            {"max_model_len",
+             std::min<int64_t>(limits.context,
+                               static_cast<int64_t>(max_prompt_tokens) + limits.max_tokens_limit)},
+            {"max_prompt_tokens", max_prompt_tokens},
+            {"max_tokens", limits.max_tokens_limit}};
   }
 
   void Tokenize(const httplib::Request& req, httplib::Response& res) {

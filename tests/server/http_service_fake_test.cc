@@ -105,6 +105,7 @@ class FakeEngine : public ServingEngine {
   void Drain() override { draining = true; }
   bool WaitIdle(milliseconds) override { return true; }
   const ServingLimits& limits() const override { return limits_; }
+  ServingLimits& mutable_limits() { return limits_; }
   const ModelConfig& config() const override { return config_; }
   const Tokenizer& tokenizer() const override { return *tokenizer_; }
   const std::string& model_dir() const override { return dir_; }
@@ -316,6 +317,21 @@ TEST(HttpServiceFakeTest, EveryAliasAndDefaultNameTheModel) {
   ExpectError(
       client.Post("/v1/completions", R"({"model": "other", "prompt": [1]})", "application/json"),
       404, "not_found_error", "model_not_found");
+}
+
+TEST(HttpServiceFakeTest, ModelsReportTheCapsNotJustTheContext) {
+  FakeEngine engine;
+  engine.mutable_limits().max_prompt_tokens = 100;
+  engine.mutable_limits().max_tokens = 50;
+  HttpService service(engine, Options());
+  TestHttpServer server(service);
+  httplib::Client client = server.Client();
+  auto models = client.Get("/v1/models");
+  ASSERT_TRUE(models);
+  const json model = json::parse(models->body)["data"][0];
+  EXPECT_EQ(model["max_model_len"], 150);
+  EXPECT_EQ(model["max_prompt_tokens"], 100);
+  EXPECT_EQ(model["max_tokens"], 50);
 }
 
 TEST(HttpServiceFakeTest, MoreConcurrentStreamsThanHttplibsDefaultEightThreads) {
