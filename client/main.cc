@@ -25,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "base/cli_checks.h"
 #include "client/arrivals.h"
 #include "client/bench_runner.h"
 #include "client/prompts.h"
@@ -56,7 +57,7 @@ void AddEndpointFlags(CLI::App* app, Endpoint* e) {
   app->add_option("--request-timeout", e->request_timeout,
                   "Seconds one request may take before it counts as a \"timeout\" error")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::Above<double>(0.0));
 }
 
 std::unique_ptr<Transport> Connect(const Endpoint& e) {
@@ -515,7 +516,7 @@ int Main(int argc, char** argv) {
   generate->add_option("--prompt", g.prompt, "Prompt text")->required();
   generate->add_option("--max-tokens", g.max_tokens, "Tokens to generate at most")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   generate->add_option("--temperature", g.temperature, "Sampling temperature (0: greedy)");
   generate->add_option("--top-p", g.top_p, "Nucleus sampling mass");
   generate->add_option("--seed", g.seed, "Sampling seed");
@@ -529,7 +530,7 @@ int Main(int argc, char** argv) {
   auto* concurrency =
       bench->add_option("--concurrency", b.concurrency, "Closed loop: requests in flight (workers)")
           ->capture_default_str()
-          ->check(CLI::PositiveNumber);
+          ->check(moe::cli::AtLeast<int>(1));
   auto* rate = bench->add_option("--request-rate", b.request_rate,
                                  "Open loop: requests per second (Poisson arrivals)");
   rate->excludes(concurrency);
@@ -539,25 +540,25 @@ int Main(int argc, char** argv) {
       ->capture_default_str()
       ->needs(rate);
   auto* num = bench->add_option("--num-requests", b.num_requests, "Counted requests")
-                  ->check(CLI::PositiveNumber);
+                  ->check(moe::cli::AtLeast<int>(1));
   auto* duration =
       bench->add_option("--duration", b.duration, "Seconds to issue requests (instead of a count)")
-          ->check(CLI::PositiveNumber);
+          ->check(moe::cli::Above<double>(0.0));
   num->excludes(duration);
   bench->add_option("--warmup", b.warmup, "Requests sent first and not counted")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(moe::cli::AtLeast<int>(0));
   bench->add_option("--max-in-flight", b.max_in_flight, "Open loop: requests in flight at most")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   bench->add_option("--input-len", b.input_len, "Synthetic prompt length (words ~ tokens)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   bench->add_option("--input-len-range", b.input_len_range,
                     "Synthetic prompt lengths drawn uniformly from MIN:MAX");
   bench->add_option("--output-len", b.output_len, "max_tokens of each request")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   bench->add_option("--output-len-range", b.output_len_range,
                     "max_tokens drawn uniformly from MIN:MAX");
   bench

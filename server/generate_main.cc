@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "base/cli_checks.h"
 #include "engine/loader.h"
 #include "scheduler/batch_runner.h"
 #include "server/model_flags.h"
@@ -27,14 +28,16 @@ int main(int argc, char** argv) {
   app.add_option("--prompt", prompt, "Prompt text")->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "Tokens to generate at most")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   app.add_option("--temperature", temperature, "Sampling temperature; 0 is greedy")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  app.add_option("--top-p", top_p, "Nucleus sampling mass in (0, 1]")->capture_default_str();
+      ->check(moe::cli::AtLeast<float>(0.f));
+  app.add_option("--top-p", top_p, "Nucleus sampling mass in (0, 1]")
+      ->capture_default_str()
+      ->check(moe::cli::Between<float>(0.f, 1.f, /*lo_open=*/true));
   app.add_option("--top-k", top_k, "Keep the k most likely tokens; 0 keeps all")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(moe::cli::AtLeast<int>(0));
   app.add_option("--seed", seed, "Random seed for sampling (default: random)");
   app.add_flag("--ignore-eos", ignore_eos, "Do not stop at end-of-sequence tokens");
   app.add_flag("--no-special-tokens", no_special,

@@ -1,5 +1,7 @@
 #include "server/model_flags.h"
 
+#include "base/cli_checks.h"
+
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "kernels/cpu/parallel.h"
@@ -16,7 +18,7 @@ void AddModelFlags(CLI::App& app, ModelFlags* flags) {
       ->capture_default_str();
   app.add_option("--threads", flags->threads, "CPU kernel threads; 0: one per CPU")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::AtLeast<int>(0));
 }
 
 absl::StatusOr<LoadedModel> LoadModelFromFlags(const ModelFlags& flags) {

@@ -19,6 +19,7 @@
 #include <CLI/CLI.hpp>
 
 #include "absl/strings/str_format.h"
+#include "base/cli_checks.h"
 #include "engine/loader.h"
 #include "scheduler/serving_engine.h"
 #include "server/frontend.h"
@@ -86,11 +87,11 @@ int main(int argc, char** argv) {
   app.add_option("--host", host, "Address to listen on")->capture_default_str();
   app.add_option("--grpc-port", grpc_port, "gRPC port; 0 picks a free one")
       ->capture_default_str()
-      ->check(CLI::Range(0, 65535));
+      ->check(moe::cli::Between<int>(0, 65535));
   app.add_option("--http-port", http_port,
                  "HTTP (OpenAI-compatible) port; 0 picks a free one, -1 serves no HTTP")
       ->capture_default_str()
-      ->check(CLI::Range(-1, 65535));
+      ->check(moe::cli::Between<int>(-1, 65535));
   app.add_option("--served-model-name", served_model_names,
                  "Names HTTP requests may give as \"model\" (several allowed; the first is "
                  "the one responses carry; \"default\" is always accepted); default: the "
@@ -98,37 +99,37 @@ int main(int argc, char** argv) {
   app.add_option("--max-body-bytes", max_body_bytes,
                  "Largest HTTP request body; larger ones get 413")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<size_t>(1));
   app.add_option("--max-batched-tokens", engine_options.max_batched_tokens,
                  "Token budget of one engine step")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   app.add_option("--max-seqs", engine_options.max_seqs, "Running sequences at most")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   app.add_option("--kv-cache-bytes", engine_options.kv_cache_bytes, "KV cache pool size in bytes")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int64_t>(1));
   app.add_option("--max-queued", engine_options.max_queued,
                  "Waiting requests at most; more are refused with RESOURCE_EXHAUSTED")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   app.add_option("--max-prompt-tokens", engine_options.max_prompt_tokens,
                  "Longest prompt accepted; 0: the model's context")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(moe::cli::AtLeast<int>(0));
   app.add_option("--max-tokens", engine_options.max_tokens,
                  "Largest max_tokens a request may ask for; 0: the model's context")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(moe::cli::AtLeast<int>(0));
   app.add_option("--default-max-tokens", engine_options.default_max_tokens,
                  "max_tokens of a completion request that sets none")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(moe::cli::AtLeast<int>(1));
   app.add_option("--drain-seconds", drain_seconds,
                  "On SIGTERM, how long running requests may take to finish")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(moe::cli::AtLeast<double>(0.0));
   CLI11_PARSE(app, argc, argv);
 
   if (!InstallSignalHandlers()) {

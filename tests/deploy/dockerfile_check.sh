@@ -62,10 +62,11 @@ case ${user%%:*} in
 esac
 grep -q '^VOLUME \["/models"\]' <<<"$final" || fail "no VOLUME /models"
 help=$("$server" --help) || fail "$server --help failed"
-# The default of a flag: CLI11 2.3 prints `--grpc-port INT:INT in [0 - 65535]=50051`,
-# CLI11 2.4 `--grpc-port INT:INT in [0 - 65535] [50051]`; drop the range, take the number.
+# The default of a flag: CLI11 2.3 prints `--grpc-port INT:in [0, 65535]=50051` (the
+# range from base/cli_checks.h), CLI11 2.4 `--grpc-port INT:in [0, 65535] [50051]`; drop
+# the range (either bracket, `, ` or CLI11's own ` - `), take the number.
 flag_default() {
-  grep -- "--$1 " <<<"$help" | sed -e 's/\[-\{0,1\}[0-9]* - [0-9]*\]//' |
+  grep -- "--$1 " <<<"$help" | sed -E 's/[[(]-?[0-9]+(, | - )[0-9]+[])]//' |
     grep -oE '(=|\[)[0-9]+' | head -1 | tr -d '=['
 }
 grpc_port=$(flag_default grpc-port)
