@@ -61,6 +61,14 @@ void AddEndpointFlags(CLI::App* app, Endpoint* e) {
 }
 
 std::unique_ptr<Transport> Connect(const Endpoint& e) {
+  // An unreachable server fails now, in words, not as one error per request.
+  if (!e.target.empty() || !e.url.empty()) {
+    if (absl::Status s = ProbeTcp(e.target.empty() ? e.url : e.target, std::chrono::seconds(5));
+        !s.ok()) {
+      std::cerr << "moe-client: " << s.message() << "\n";
+      return nullptr;
+    }
+  }
   if (!e.target.empty()) return MakeGrpcTransport(e.target);
   if (!e.url.empty()) {
     absl::StatusOr<std::unique_ptr<Transport>> t = MakeOpenAiHttpTransport(e.url, e.model);
@@ -186,11 +194,18 @@ int RunGenerate(const GenerateFlags& f) {
                 {"e2e_seconds", r.e2e()},
                 {"chunks", r.token_times.size()},
                 {"server", transport->Describe()}};
-    if (!r.ok()) out["error"] = {{"kind", r.error}, {"message", r.error_message}};
+    if (!r.ok()) {
+      out["error"] = {{"kind", r.error}, {"message", r.error_message}};
+      out["usage"] = nullptr;  // not a zero count
+    }
     std::cout << out.dump(2) << "\n";
   } else {
     std::printf("\n\n");
-    if (!r.ok()) std::fprintf(stderr, "error: %s: %s\n", r.error.c_str(), r.error_message.c_str());
+    if (!r.ok()) {
+      // No usage or timing lines: zeros would read as a measurement.
+      std::fprintf(stderr, "error: %s: %s\n", r.error.c_str(), r.error_message.c_str());
+      return 1;
+    }
     std::printf("usage: %d prompt + %d completion tokens\n", r.prompt_tokens, r.output_tokens);
     std::printf("time: TTFT %.1f ms", r.ttft() ? *r.ttft() * 1e3 : 0.0);
     if (r.tpot()) std::printf(", TPOT %.2f ms", *r.tpot() * 1e3);
@@ -300,7 +315,8 @@ struct SweepPoint {
 };
 
 // Writes a data file and a gnuplot script into a temporary directory and runs gnuplot:
-// output token throughput (x) against TTFT and TPOT (y, log scale), one point per level.
+// the sweep's levels (concurrency or request rate, x) against TTFT, TPOT and E2E (left y,
+// log scale) and output token throughput (right y), one point per level.
 absl::Status PlotSweep(const std::vector<SweepPoint>& points, bool rates, const std::string& png,
                        const std::string& title) {
   const std::string gnuplot = PathOnPath("gnuplot");
@@ -320,21 +336,25 @@ absl::Status PlotSweep(const std::vector<SweepPoint>& points, bool rates, const 
            << s.ttft.p99 * 1e3 << " " << s.tpot.p50 * 1e3 << " " << s.e2e.p50 * 1e3 << "\n";
     }
     std::ofstream script(dir / "sweep.gp");
-    const std::string label = rates ? "rate " : "c=";
     script << "set terminal png size 1000,640\n"
            << "set output '" << std::filesystem::absolute(png).string() << "'\n"
            << "set title \"" << title << "\" noenhanced\n"
-           << "set xlabel 'output token throughput (tok/s)'\n"
+           << "set xlabel '"
+           << (rates ? "request rate (req/s)" : "concurrency (requests in flight)") << "'\n"
            << "set ylabel 'latency (ms)'\n"
+           << "set y2label 'output token throughput (tok/s)'\n"
            << "set logscale y\n"
+           << "set ytics nomirror\n"
+           << "set y2tics\n"
+           << "set y2range [0:*]\n"
            << "set grid\n"
            << "set key top left\n"
            << "plot '" << (dir / "sweep.dat").string()
-           << "' using 2:3 with linespoints title 'TTFT p50', \\\n"
-           << "  '' using 2:4 with linespoints title 'TTFT p99', \\\n"
-           << "  '' using 2:5 with linespoints title 'TPOT p50', \\\n"
-           << "  '' using 2:6 with linespoints title 'E2E p50', \\\n"
-           << "  '' using 2:6:(sprintf('" << label << "%g', $1)) with labels offset 0,1 notitle\n";
+           << "' using 1:3 with linespoints title 'TTFT p50', \\\n"
+           << "  '' using 1:4 with linespoints title 'TTFT p99', \\\n"
+           << "  '' using 1:5 with linespoints title 'TPOT p50', \\\n"
+           << "  '' using 1:6 with linespoints title 'E2E p50', \\\n"
+           << "  '' using 1:2 axes x1y2 with linespoints lw 2 title 'output tok/s'\n";
   }
   const std::string command =
       absl::StrCat("'", gnuplot, "' '", (dir / "sweep.gp").string(), "' 2>&1");
@@ -380,6 +400,17 @@ int RunBenchCommand(const BenchFlags& f) {
     std::cerr << "moe-client: --plot needs gnuplot, which is not on PATH "
                  "(Debian: apt-get install gnuplot-nox)\n";
     return 2;
+  }
+  // Files the run ends by writing: a directory that is missing or not writable fails now,
+  // not after the sweep.
+  for (const std::string* path : {&f.plot, &f.output}) {
+    if (path->empty()) continue;
+    std::filesystem::path dir = std::filesystem::absolute(*path).parent_path();
+    if (!std::filesystem::is_directory(dir) || access(dir.c_str(), W_OK) != 0) {
+      std::cerr << "moe-client: cannot write " << *path << ": " << dir.string()
+                << " is not a writable directory\n";
+      return 2;
+    }
   }
   // A duration-bounded run cycles through a pool of prompts.
   const int needed = f.warmup + (f.num_requests > 0 ? f.num_requests : 1000);

@@ -1,5 +1,13 @@
 #include "client/transport.h"
 
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -342,6 +350,82 @@ std::string GrpcErrorKind(int code) {
     return absl::StrCat("grpc_", kNames[code]);
   }
   return absl::StrCat("grpc_", code);
+}
+
+absl::Status ProbeTcp(const std::string& address, std::chrono::milliseconds timeout) {
+  std::string rest = address;
+  std::string default_port;
+  if (rest.rfind("http://", 0) == 0) {
+    rest = rest.substr(7);
+    rest = rest.substr(0, rest.find('/'));
+    default_port = "80";
+  } else if (rest.find("://") != std::string::npos || rest.rfind("unix:", 0) == 0 ||
+             rest.rfind("dns:", 0) == 0 || rest.rfind("ipv4:", 0) == 0 ||
+             rest.rfind("ipv6:", 0) == 0) {
+    return absl::OkStatus();  // a gRPC name form: gRPC resolves it
+  }
+  std::string host, port;
+  if (!rest.empty() && rest[0] == '[') {
+    const size_t close = rest.find(']');
+    if (close == std::string::npos) return absl::OkStatus();
+    host = rest.substr(1, close - 1);
+    if (close + 1 < rest.size() && rest[close + 1] == ':') port = rest.substr(close + 2);
+  } else {
+    const size_t colon = rest.rfind(':');
+    host = colon == std::string::npos ? rest : rest.substr(0, colon);
+    if (colon != std::string::npos) port = rest.substr(colon + 1);
+  }
+  if (port.empty()) port = default_port;
+  if (host.empty() || port.empty()) return absl::OkStatus();
+
+  addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return absl::UnavailableError(absl::StrCat("cannot reach ", address, ": cannot resolve '", host,
+                                               "' (", gai_strerror(rc), ")"));
+  }
+  std::string why = "no address";
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    const int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) continue;
+    int error = 0;
+    if (connect(fd, a->ai_addr, a->ai_addrlen) != 0) {
+      error = errno;
+      if (error == EINPROGRESS) {
+        pollfd pfd = {fd, POLLOUT, 0};
+        const int ready = poll(&pfd, 1, static_cast<int>(timeout.count()));
+        socklen_t len = sizeof(error);
+        if (ready == 0) {
+          error = ETIMEDOUT;
+        } else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &len) != 0) {
+          error = errno;
+        }
+      }
+    }
+    close(fd);
+    if (error == 0) {
+      freeaddrinfo(found);
+      return absl::OkStatus();
+    }
+    switch (error) {
+      case ECONNREFUSED:
+        why = "connection refused (is the server running there?)";
+        break;
+      case ETIMEDOUT:
+        why = absl::StrCat("no answer within ", timeout.count(), " ms");
+        break;
+      case EHOSTUNREACH:
+      case ENETUNREACH:
+        why = "no route to the host";
+        break;
+      default:
+        why = std::strerror(error);
+    }
+  }
+  freeaddrinfo(found);
+  return absl::UnavailableError(absl::StrCat("cannot reach ", address, ": ", why));
 }
 
 std::unique_ptr<Transport> MakeGrpcTransport(const std::string& target, int channels) {

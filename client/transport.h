@@ -62,6 +62,12 @@ std::unique_ptr<Transport> MakeGrpcTransport(const std::string& target, int chan
 absl::StatusOr<std::unique_ptr<Transport>> MakeOpenAiHttpTransport(const std::string& base_url,
                                                                    const std::string& model = "");
 
+// Whether a TCP connection to `address` opens within `timeout`: OK, or Unavailable saying
+// why in words ("cannot reach 127.0.0.1:1: connection refused (is the server running
+// there?)"). `address` is HOST:PORT, [IPV6]:PORT or an http:// URL (port 80 by default);
+// any other form (a gRPC "dns:///" or "unix:" target) is OK unprobed.
+absl::Status ProbeTcp(const std::string& address, std::chrono::milliseconds timeout);
+
 // Error kind of a gRPC status code: "grpc_RESOURCE_EXHAUSTED", ... ("timeout" for
 // DEADLINE_EXCEEDED).
 std::string GrpcErrorKind(int code);

@@ -184,6 +184,61 @@ TEST_F(ClientE2eTest, ErrorsAreCountedByKind) {
   std::filesystem::remove(output);
 }
 
+TEST_F(ClientE2eTest, AnUnreachableServerFailsAtOnceInWordsAndAFailureShowsNoZeroUsage) {
+  // A port nothing listens on: the server's own gRPC port once it has stopped.
+  const std::string dead = server_->grpc_address();
+  const std::string url = HttpUrl();
+  ASSERT_EQ(server_->Stop(std::chrono::seconds(20)), 0);
+  for (const std::string& endpoint : {"--target " + dead, "--url " + url}) {
+    const auto start = std::chrono::steady_clock::now();
+    const CommandResult run = RunCommand(std::string(MOE_CLIENT_BINARY) + " generate " + endpoint +
+                                         " --prompt hi --max-tokens 4 2>&1");
+    EXPECT_EQ(run.exit_code, 2) << run.output;
+    EXPECT_THAT(run.output, ::testing::HasSubstr("connection refused")) << run.output;
+    EXPECT_THAT(run.output, ::testing::Not(::testing::HasSubstr("usage:")));
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+    const CommandResult bench = RunCommand(std::string(MOE_CLIENT_BINARY) + " bench " + endpoint +
+                                           " --num-requests 3 2>&1");
+    EXPECT_EQ(bench.exit_code, 2) << bench.output;
+    EXPECT_THAT(bench.output, ::testing::HasSubstr("connection refused")) << bench.output;
+  }
+}
+
+TEST_F(ClientE2eTest, AGenerateThatFailsPrintsTheErrorAndNoUsage) {
+  // A prompt longer than the context: the server refuses it.
+  for (const bool as_json : {false, true}) {
+    const CommandResult run =
+        RunCommand(std::string(MOE_CLIENT_BINARY) + " generate --url " + HttpUrl() + " --prompt '" +
+                   std::string(3000, 'a') + std::string(" b") + "' --max-tokens 4" +
+                   (as_json ? " --json" : "") + " 2>&1");
+    EXPECT_EQ(run.exit_code, 1) << run.output.substr(0, 500);
+    if (as_json) {
+      const json out = json::parse(run.output.substr(run.output.find('{')));
+      EXPECT_TRUE(out["usage"].is_null()) << out.dump();
+      EXPECT_TRUE(out.contains("error"));
+    } else {
+      EXPECT_THAT(run.output, ::testing::HasSubstr("error: http_400"));
+      EXPECT_THAT(run.output, ::testing::Not(::testing::HasSubstr("usage:")));
+    }
+  }
+}
+
+TEST_F(ClientE2eTest, APlotOrOutputThatCannotBeWrittenFailsBeforeTheSweep) {
+  const auto start = std::chrono::steady_clock::now();
+  for (const std::string& flag : {std::string(" --output /nonexistent/dir/out.json"),
+                                  std::string(" --sweep 1,2 --plot /nonexistent/dir/p.png")}) {
+    const CommandResult run =
+        RunCommand(std::string(MOE_CLIENT_BINARY) + " bench --target " + server_->grpc_address() +
+                   " --num-requests 50 --output-len 64" + flag + " 2>&1");
+    EXPECT_EQ(run.exit_code, 2) << run.output;
+    // (Without gnuplot the --plot case stops earlier, at the gnuplot check.)
+    EXPECT_TRUE(run.output.find("is not a writable directory") != std::string::npos ||
+                run.output.find("gnuplot") != std::string::npos)
+        << run.output;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
 TEST_F(ClientE2eTest, SweepWritesTableAndPlot) {
   if (std::system("command -v gnuplot > /dev/null 2>&1") != 0) {
     GTEST_SKIP() << "gnuplot is not installed (apt-get install gnuplot-nox)";
