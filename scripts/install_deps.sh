@@ -14,6 +14,7 @@ PACKAGES=(
   # brings gRPC (with health checking and server reflection) and its CMake config.
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
   libcpp-httplib-dev   # the OpenAI-compatible HTTP front end
+  libssl-dev openssl   # HTTPS (httplib is built with OpenSSL); tests make a certificate
   prometheus-cpp-dev   # /metrics
   prometheus           # promtool, which the e2e tests run on a live /metrics scrape
   libgtest-dev libgmock-dev  # tests

@@ -15,6 +15,7 @@
 #include "base/status_macros.h"
 #include "grpc/health/v1/health.pb.h"
 #include "moe/v1/serving.grpc.pb.h"
+#include "server/api_keys.h"
 #include "server/port_check.h"
 #include "server/status_mapping.h"
 
@@ -75,6 +76,13 @@ class GenerateCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
  public:
   GenerateCall(ServingEngine* engine, grpc::CallbackServerContext* context)
       : engine_(engine), context_(context) {}
+
+  // Finishes the call before it starts (no API key).
+  void Refuse(const grpc::Status& status) {
+    self_ = shared_from_this();
+    std::lock_guard<std::mutex> lock(mu_);
+    FinishLocked(status);
+  }
 
   // Parses, validates and submits; finishes the call at once on a bad request.
   void Start(const grpc::ByteBuffer& raw) {
@@ -217,12 +225,17 @@ class ServingService final
     : public v1::Serving::WithRawCallbackMethod_Generate<
           v1::Serving::WithRawCallbackMethod_Tokenize<v1::Serving::CallbackService>> {
  public:
-  explicit ServingService(ServingEngine* engine) : engine_(engine) {}
+  ServingService(ServingEngine* engine, std::shared_ptr<const ApiKeys> api_keys)
+      : engine_(engine), api_keys_(std::move(api_keys)) {}
 
   grpc::ServerWriteReactor<grpc::ByteBuffer>* Generate(grpc::CallbackServerContext* context,
                                                        const grpc::ByteBuffer* request) override {
     auto call = std::make_shared<GenerateCall>(engine_, context);
-    call->Start(*request);
+    if (grpc::Status denied = CheckKey(*context); !denied.ok()) {
+      call->Refuse(denied);
+    } else {
+      call->Start(*request);
+    }
     return call.get();  // alive until OnDone (GenerateCall::self_)
   }
 
@@ -230,6 +243,10 @@ class ServingService final
                                   const v1::AbortRequest* request,
                                   v1::AbortResponse* /*response*/) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (grpc::Status denied = CheckKey(*context); !denied.ok()) {
+      reactor->Finish(denied);
+      return reactor;
+    }
     if (request->request_id().empty()) {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "request_id is empty"));
     } else if (!engine_->Abort(request->request_id())) {
@@ -245,6 +262,10 @@ class ServingService final
                                      const grpc::ByteBuffer* raw_request,
                                      grpc::ByteBuffer* raw_response) override {
     grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    if (grpc::Status denied = CheckKey(*context); !denied.ok()) {
+      reactor->Finish(denied);
+      return reactor;
+    }
     v1::TokenizeRequest request;
     v1::TokenizeResponse response;
     absl::Status status = ParseRequest(*raw_request, &request);
@@ -256,6 +277,11 @@ class ServingService final
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
                                          const v1::GetModelInfoRequest* /*request*/,
                                          v1::GetModelInfoResponse* response) override {
+    if (grpc::Status denied = CheckKey(*context); !denied.ok()) {
+      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+      reactor->Finish(denied);
+      return reactor;
+    }
     const ModelConfig& config = engine_->config();
     response->set_model_name(std::filesystem::path(engine_->model_dir()).filename().string());
     if (response->model_name().empty()) {  // a directory given with a trailing slash
@@ -280,6 +306,11 @@ class ServingService final
   grpc::ServerUnaryReactor* GetServerStatus(grpc::CallbackServerContext* context,
                                             const v1::GetServerStatusRequest* /*request*/,
                                             v1::GetServerStatusResponse* response) override {
+    if (grpc::Status denied = CheckKey(*context); !denied.ok()) {
+      grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+      reactor->Finish(denied);
+      return reactor;
+    }
     const ServingStatus s = engine_->Status();
     response->set_running(s.running);
     response->set_waiting(s.waiting);
@@ -296,6 +327,22 @@ class ServingService final
   }
 
  private:
+  // OK without keys, or when the call's "authorization" metadata is "Bearer KEY" with a
+  // listed key; else UNAUTHENTICATED.
+  grpc::Status CheckKey(const grpc::CallbackServerContext& context) const {
+    if (api_keys_ == nullptr || !api_keys_->enabled()) return grpc::Status::OK;
+    const auto& metadata = context.client_metadata();
+    auto it = metadata.find("authorization");
+    if (it != metadata.end() &&
+        api_keys_->Allows(std::string_view(it->second.data(), it->second.size()))) {
+      return grpc::Status::OK;
+    }
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                        it == metadata.end()
+                            ? "this server needs an API key: send 'authorization: Bearer KEY'"
+                            : "the API key is not valid");
+  }
+
   absl::Status DoTokenize(const v1::TokenizeRequest& request, v1::TokenizeResponse* response) {
     const Tokenizer& tokenizer = engine_->tokenizer();
     const bool add_special = !request.has_add_special_tokens() || request.add_special_tokens();
@@ -309,6 +356,7 @@ class ServingService final
   }
 
   ServingEngine* const engine_;
+  std::shared_ptr<const ApiKeys> api_keys_;  // null or empty: no key needed
 };
 
 }  // namespace
@@ -425,7 +473,8 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
 }
 
 struct GrpcServer::Impl {
-  explicit Impl(ServingEngine* engine) : service(engine) {}
+  Impl(ServingEngine* engine, std::shared_ptr<const ApiKeys> api_keys)
+      : service(engine, std::move(api_keys)) {}
 
   ServingService service;
   std::unique_ptr<grpc::Server> server;
@@ -442,7 +491,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingEngine* eng
   // grpc.health.v1.Health too (gRPC's own health service does not carry one).
   (void)grpc::health::v1::HealthCheckResponse::descriptor();
 
-  auto impl = std::make_unique<Impl>(engine);
+  auto impl = std::make_unique<Impl>(engine, options.api_keys);
   const bool ipv6 = options.host.find(':') != std::string::npos;
   const std::string address = ipv6 ? absl::StrCat("[", options.host, "]:", options.port)
                                    : absl::StrCat(options.host, ":", options.port);
@@ -452,7 +501,13 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingEngine* eng
   // gRPC sets SO_REUSEPORT by default: a second server on the same port would then
   // listen too and answer some of this one's connections with its own model.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &impl->port);
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (!options.tls_cert_pem.empty()) {
+    grpc::SslServerCredentialsOptions tls;
+    tls.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+    credentials = grpc::SslServerCredentials(tls);
+  }
+  builder.AddListeningPort(address, credentials, &impl->port);
   builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
   builder.RegisterService(&impl->service);
   impl->server = builder.BuildAndStart();

@@ -20,6 +20,8 @@ class GenerateRequest;
 
 namespace moe::server {
 
+class ApiKeys;
+
 // The service name health checks may ask about besides "" (the whole server).
 inline constexpr char kServingServiceName[] = "moe.v1.Serving";
 
@@ -27,6 +29,12 @@ struct GrpcServerOptions {
   std::string host = "127.0.0.1";            // address to bind (an IPv6 address without brackets)
   int port = 0;                              // 0: a free port the kernel picks
   int max_receive_message_bytes = 16 << 20;  // requests larger than this: RESOURCE_EXHAUSTED
+  // moe.v1.Serving calls need "authorization: Bearer KEY" metadata with one of these
+  // (UNAUTHENTICATED otherwise); health and reflection stay open. Null or empty: none.
+  std::shared_ptr<const ApiKeys> api_keys;
+  // PEM contents (not paths): serve TLS instead of plaintext. Both or neither.
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
 };
 
 class GrpcServer {

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/absl_compat.h"
 #include "scheduler/serving_engine.h"
+#include "server/api_keys.h"
 #include "server/chat_template.h"
 #include "server/openai_protocol.h"
 #include "server/status_mapping.h"
@@ -411,6 +412,26 @@ void HttpService::Register(httplib::Server& server) {
     };
   };
 
+  // API keys, checked before routing: probes and scrapes stay open.
+  if (impl->options.api_keys != nullptr && impl->options.api_keys->enabled()) {
+    std::shared_ptr<const ApiKeys> keys = impl->options.api_keys;
+    server.set_pre_routing_handler([keys](const httplib::Request& req, httplib::Response& res) {
+      if (req.path == "/health" || req.path == "/ready" || req.path == "/metrics") {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      const bool sent = req.has_header("Authorization");
+      if (sent && keys->Allows(req.get_header_value("Authorization"))) {
+        return httplib::Server::HandlerResponse::Unhandled;
+      }
+      res.set_header("WWW-Authenticate", "Bearer");
+      WriteError(res, ApiError{401,
+                               sent ? "the API key is not valid"
+                                    : "this server needs an API key: send 'Authorization: "
+                                      "Bearer KEY'",
+                               "", "invalid_api_key"});
+      return httplib::Server::HandlerResponse::Handled;
+    });
+  }
   server.set_payload_max_length(impl->options.max_body_bytes);
   if (impl->options.num_threads > 0) {
     const size_t n = static_cast<size_t>(impl->options.num_threads);

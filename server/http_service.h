@@ -29,6 +29,8 @@ class ServingEngine;
 
 namespace moe::server {
 
+class ApiKeys;
+
 struct HttpOptions {
   // The names requests may give as "model", which /v1/models lists; the first is the
   // one responses carry. "default" is accepted as well. Empty: the model directory's
@@ -46,6 +48,12 @@ struct HttpOptions {
   std::chrono::milliseconds keepalive_interval{2000};
   // GET /metrics returns this text (the Prometheus exposition format) when set.
   std::function<std::string()> metrics_text;
+  // Every route but /health, /ready and /metrics needs "Authorization: Bearer KEY" with
+  // one of these (401 otherwise). Null or empty: none.
+  std::shared_ptr<const ApiKeys> api_keys;
+  // PEM files: serve HTTPS instead of HTTP (StartHttpFrontend). Both or neither.
+  std::string tls_cert_file;
+  std::string tls_key_file;
   // httplib worker threads: one per connection being served (an SSE stream holds its
   // thread until it ends; further connections wait). httplib's own default is 8.
   int num_threads = 64;

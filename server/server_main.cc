@@ -11,8 +11,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,7 @@
 #include "base/cli_checks.h"
 #include "engine/loader.h"
 #include "scheduler/serving_engine.h"
+#include "server/api_keys.h"
 #include "server/frontend.h"
 #include "server/grpc_service.h"
 #include "server/http_frontend.h"
@@ -130,12 +133,51 @@ int main(int argc, char** argv) {
                  "On SIGTERM, how long running requests may take to finish")
       ->capture_default_str()
       ->check(moe::cli::AtLeast<double>(0.0));
+  std::vector<std::string> api_keys, api_key_files;
+  app.add_option("--api-key", api_keys,
+                 "Require 'Authorization: Bearer KEY' (HTTP header or gRPC metadata) with this "
+                 "key; several allowed. /health, /ready, /metrics and gRPC health stay open. "
+                 "A key here shows in the process list: prefer --api-key-file");
+  app.add_option("--api-key-file", api_key_files,
+                 "A file of API keys, one per line ('#' comments); several allowed")
+      ->check(CLI::ExistingFile);
+  std::string tls_cert, tls_key;
+  app.add_option("--tls-cert", tls_cert,
+                 "PEM certificate (chain): serve gRPC and HTTP over TLS (with --tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
   CLI11_PARSE(app, argc, argv);
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::cerr << "moe-server: --tls-cert and --tls-key go together\n";
+    return 1;
+  }
+  std::string tls_cert_pem, tls_key_pem;
+  if (!tls_cert.empty()) {
+    auto slurp = [](const std::string& path, std::string* out) {
+      std::ifstream in(path, std::ios::binary);
+      std::stringstream text;
+      text << in.rdbuf();
+      *out = text.str();
+      return static_cast<bool>(in) && !out->empty();
+    };
+    if (!slurp(tls_cert, &tls_cert_pem) || !slurp(tls_key, &tls_key_pem) ||
+        tls_cert_pem.find("-----BEGIN") == std::string::npos ||
+        tls_key_pem.find("-----BEGIN") == std::string::npos) {
+      std::cerr << "moe-server: --tls-cert and --tls-key must be readable PEM files\n";
+      return 1;
+    }
+  }
 
   if (!InstallSignalHandlers()) {
     std::cerr << "moe-server: cannot install the SIGTERM/SIGINT handlers\n";
     return 1;
   }
+  absl::StatusOr<moe::server::ApiKeys> keys = moe::server::ApiKeys::Load(api_keys, api_key_files);
+  if (!keys.ok()) {
+    std::cerr << "moe-server: " << keys.status().message() << "\n";
+    return 1;
+  }
+  auto shared_keys = std::make_shared<const moe::server::ApiKeys>(*std::move(keys));
   // A port in use fails now, not after minutes of loading (and both servers bind again,
   // with the same check, once the model is in).
   for (absl::Status can_listen :
@@ -180,6 +222,9 @@ int main(int argc, char** argv) {
   moe::server::GrpcServerOptions grpc_options;
   grpc_options.host = host;
   grpc_options.port = grpc_port;
+  grpc_options.api_keys = shared_keys;
+  grpc_options.tls_cert_pem = tls_cert_pem;
+  grpc_options.tls_key_pem = tls_key_pem;
   absl::StatusOr<std::unique_ptr<moe::server::GrpcServer>> grpc_server =
       moe::server::GrpcServer::Start(engine->get(), grpc_options);
   if (!grpc_server.ok()) {
@@ -191,6 +236,9 @@ int main(int argc, char** argv) {
     moe::server::HttpOptions http_options;
     http_options.served_model_names = served_model_names;
     http_options.max_body_bytes = max_body_bytes;
+    http_options.api_keys = shared_keys;
+    http_options.tls_cert_file = tls_cert;
+    http_options.tls_key_file = tls_key;
     moe::ServingEngine* engine_ptr = engine->get();
     http_options.metrics_text = [metrics, engine_ptr] {
       return metrics->Scrape(engine_ptr->Status());
@@ -203,6 +251,12 @@ int main(int argc, char** argv) {
     }
     http = *std::move(started);
   }
+  if (shared_keys->enabled()) {
+    std::cerr << "moe-server: API keys required (" << shared_keys->size()
+              << " accepted); /health, /ready, /metrics and gRPC health stay open\n";
+  }
+  if (!tls_cert.empty())
+    std::cerr << "moe-server: TLS on both ports, certificate " << tls_cert << "\n";
   // Announced once both listen: a port that fails leaves nothing announced.
   std::cout << "moe-server: grpc listening on " << HostPort(host, (*grpc_server)->port())
             << std::endl;
