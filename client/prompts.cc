@@ -103,7 +103,7 @@ absl::StatusOr<std::vector<PromptSpec>> ParsePromptsJsonl(std::istream& in, std:
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
+    } catch (const nlohmann::json::exception& e) {  // parse_error, or out_of_range 406
       return LineError(source, line_no, absl::StrCat("not valid JSON: ", e.what()));
     }
     if (!j.is_object()) return LineError(source, line_no, "expected a JSON object");

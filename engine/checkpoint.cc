@@ -41,8 +41,9 @@ absl::StatusOr<std::map<std::string, std::string>> ReadWeightMap(const std::stri
   nlohmann::json index;
   try {
     index = nlohmann::json::parse(begin, begin + mapped->size());
-  } catch (const nlohmann::json::parse_error& e) {
-    // nlohmann reports parse errors only by exception; it stops here.
+  } catch (const nlohmann::json::exception& e) {
+    // nlohmann reports parse errors only by exception, and a number too large for a
+    // double as out_of_range (406), not parse_error: catch both here.
     return absl::InvalidArgumentError(
         absl::StrCat("checkpoint index '", index_path, "' is not valid JSON: ", e.what()));
   }

@@ -151,7 +151,25 @@ absl::Status ReadSamplingDefaults(const nlohmann::json& g, ModelConfig* cfg) {
 
 }  // namespace
 
+namespace {
+absl::StatusOr<ModelConfig> LoadModelConfigUnguarded(const std::string& dir);
+}  // namespace
+
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
+  try {
+    return LoadModelConfigUnguarded(dir);
+  } catch (const nlohmann::json::exception& e) {
+    // A value of an unexpected type that a reader did not check (the fuzzer found
+    // "model_type": 5): a bad file, never a crash.
+    return absl::InvalidArgumentError(
+        absl::StrCat((std::filesystem::path(dir) / "config.json").string(),
+                     " (or generation_config.json): unexpected JSON: ", e.what()));
+  }
+}
+
+namespace {
+
+absl::StatusOr<ModelConfig> LoadModelConfigUnguarded(const std::string& dir) {
   const std::string path = (std::filesystem::path(dir) / "config.json").string();
   MOE_ASSIGN_OR_RETURN(nlohmann::json j, ReadJsonFile(path));
   ModelConfig cfg;
@@ -161,7 +179,12 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
         absl::StrCat(path, ": 'architectures' must name the model class"));
   }
   cfg.architecture = (*archs)[0].get<std::string>();
-  cfg.model_type = j.value("model_type", std::string());
+  if (auto type = j.find("model_type"); type != j.end() && !type->is_null()) {
+    if (!type->is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": 'model_type' must be a string"));
+    }
+    cfg.model_type = type->get<std::string>();
+  }
   const models::Architecture* arch = models::FindArchitecture(cfg.architecture);
   if (arch == nullptr) {
     return absl::UnimplementedError(
@@ -186,4 +209,5 @@ absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& dir) {
   return cfg;
 }
 
+}  // namespace
 }  // namespace moe

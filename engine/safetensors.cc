@@ -341,8 +341,9 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(header_begin, header_end);
-  } catch (const nlohmann::json::parse_error& e) {
-    // nlohmann reports parse errors only by exception; it stops here.
+  } catch (const nlohmann::json::exception& e) {
+    // nlohmann reports parse errors only by exception, and a number too large for a
+    // double as out_of_range (406), not parse_error: catch both here.
     return absl::InvalidArgumentError(
         absl::StrCat(FilePrefix(path), "header is not valid JSON: ", e.what()));
   }

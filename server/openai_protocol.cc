@@ -321,7 +321,7 @@ nlohmann::json ErrorBody(const ApiError& error) {
 std::optional<ApiError> ParseJsonObject(std::string_view body, nlohmann::json* out) {
   try {
     *out = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range 406 (1e400)
     return Invalid("", absl::StrCat("the request body is not valid JSON: ", e.what()),
                    "invalid_json");
   }

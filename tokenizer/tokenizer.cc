@@ -472,9 +472,16 @@ bool EndsWithReplacementChar(std::string_view s) { return s.ends_with(unicode::k
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromFiles(
     const std::string& tokenizer_json, const std::string& tokenizer_config_json) {
-  MOE_ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> tok,
-                       HfTokenizer::Load(tokenizer_json, tokenizer_config_json));
-  return std::unique_ptr<Tokenizer>(std::move(tok));
+  try {
+    MOE_ASSIGN_OR_RETURN(std::unique_ptr<HfTokenizer> tok,
+                         HfTokenizer::Load(tokenizer_json, tokenizer_config_json));
+    return std::unique_ptr<Tokenizer>(std::move(tok));
+  } catch (const json::exception& e) {
+    // A field of an unexpected type that a reader did not check: still a bad file, not
+    // a crash (errors are values on the load path).
+    return absl::InvalidArgumentError(
+        absl::StrCat(tokenizer_json, ": unexpected JSON: ", e.what()));
+  }
 }
 
 Tokenizer::~Tokenizer() = default;

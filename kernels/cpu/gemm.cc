@@ -146,14 +146,22 @@ float HalfToFloat(uint16_t h) {
 
 namespace {
 
+// Element i of a checkpoint tensor. safetensors promises no alignment (a tensor may
+// start at an odd byte), so elements are read with memcpy, never through a typed pointer.
 inline float SourceAt(const void* src, SourceType type, int64_t i) {
+  const char* bytes = static_cast<const char*>(src);
   switch (type) {
-    case SourceType::kF32:
-      return static_cast<const float*>(src)[i];
+    case SourceType::kF32: {
+      float f;
+      std::memcpy(&f, bytes + 4 * i, sizeof(f));
+      return f;
+    }
     case SourceType::kBF16:
-      return Bf16ToFloat(static_cast<const uint16_t*>(src)[i]);
-    case SourceType::kF16:
-      return HalfToFloat(static_cast<const uint16_t*>(src)[i]);
+    case SourceType::kF16: {
+      uint16_t h;
+      std::memcpy(&h, bytes + 2 * i, sizeof(h));
+      return type == SourceType::kBF16 ? Bf16ToFloat(h) : HalfToFloat(h);
+    }
   }
   return 0.f;
 }
@@ -165,15 +173,18 @@ template <typename T>
 void PackRow(const void* src, SourceType type, int64_t K, int c, T* panel) {
   if constexpr (sizeof(T) == 2) {
     if (type == SourceType::kBF16) {
-      // bf16 pairs (k, k + 1) move as one 32-bit word to word (k / 2) * 16 + c.
-      const uint16_t* s = static_cast<const uint16_t*>(src);
+      // bf16 pairs (k, k + 1) move as one 32-bit word to word (k / 2) * 16 + c (bytes:
+      // the source may be unaligned).
+      const char* s = static_cast<const char*>(src);
       const int64_t pairs = K / 2;
       for (int64_t kp = 0; kp < pairs; ++kp) {
         uint32_t word;
-        std::memcpy(&word, s + 2 * kp, sizeof(word));
+        std::memcpy(&word, s + 4 * kp, sizeof(word));
         std::memcpy(panel + kp * 32 + 2 * c, &word, sizeof(word));
       }
-      if (K % 2 == 1) panel[pairs * 32 + 2 * c] = s[K - 1];  // exact, NaN payloads kept
+      if (K % 2 == 1) {  // exact, NaN payloads kept
+        std::memcpy(panel + pairs * 32 + 2 * c, s + 2 * (K - 1), sizeof(uint16_t));
+      }
       return;
     }
     for (int64_t k = 0; k < K; ++k) {
@@ -181,8 +192,8 @@ void PackRow(const void* src, SourceType type, int64_t K, int c, T* panel) {
     }
   } else {
     if (type == SourceType::kF32) {
-      const float* s = static_cast<const float*>(src);
-      for (int64_t k = 0; k < K; ++k) panel[k * 16 + c] = s[k];
+      const char* s = static_cast<const char*>(src);
+      for (int64_t k = 0; k < K; ++k) std::memcpy(panel + k * 16 + c, s + 4 * k, sizeof(float));
       return;
     }
     for (int64_t k = 0; k < K; ++k) panel[k * 16 + c] = SourceAt(src, type, k);
