@@ -492,9 +492,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(ServingEngine* eng
   (void)grpc::health::v1::HealthCheckResponse::descriptor();
 
   auto impl = std::make_unique<Impl>(engine, options.api_keys);
-  const bool ipv6 = options.host.find(':') != std::string::npos;
-  const std::string address = ipv6 ? absl::StrCat("[", options.host, "]:", options.port)
-                                   : absl::StrCat(options.host, ":", options.port);
+  const std::string address = HostPort(options.host, options.port);
   // gRPC says only that a bind failed; the kernel says why.
   MOE_RETURN_IF_ERROR(CheckCanListen("gRPC", options.host, options.port));
   grpc::ServerBuilder builder;

@@ -12,10 +12,14 @@
 
 namespace moe::server {
 
+std::string HostPort(const std::string& host, int port) {
+  return host.find(':') != std::string::npos ? absl::StrCat("[", host, "]:", port)
+                                             : absl::StrCat(host, ":", port);
+}
+
 absl::Status CheckCanListen(const std::string& what, const std::string& host, int port) {
   const bool ipv6 = host.find(':') != std::string::npos;
-  const std::string address =
-      ipv6 ? absl::StrCat("[", host, "]:", port) : absl::StrCat(host, ":", port);
+  const std::string address = HostPort(host, port);
   auto fail = [&](const std::string& reason) {
     return absl::UnavailableError(
         absl::StrCat("cannot listen for ", what, " on ", address, ": ", reason));

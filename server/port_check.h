@@ -9,6 +9,10 @@
 
 namespace moe::server {
 
+// "HOST:PORT", with an IPv6 address in brackets ("[::1]:50051"): how both servers bind
+// and how moe-server announces them.
+std::string HostPort(const std::string& host, int port);
+
 // OK when a TCP socket can bind host:port (port 0 always can: the kernel picks one);
 // else Unavailable naming `what`, the address and the reason, e.g. "cannot listen for
 // gRPC on 127.0.0.1:50051: Address already in use (another process holds the port)".

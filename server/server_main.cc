@@ -69,11 +69,6 @@ int WaitForSignal(milliseconds timeout) {
   return read(g_signal_pipe[0], &byte, 1) == 1 ? byte : 0;
 }
 
-std::string HostPort(const std::string& host, int port) {
-  return host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(port)
-                                             : host + ":" + std::to_string(port);
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -258,10 +253,11 @@ int main(int argc, char** argv) {
   if (!tls_cert.empty())
     std::cerr << "moe-server: TLS on both ports, certificate " << tls_cert << "\n";
   // Announced once both listen: a port that fails leaves nothing announced.
-  std::cout << "moe-server: grpc listening on " << HostPort(host, (*grpc_server)->port())
-            << std::endl;
+  std::cout << "moe-server: grpc listening on "
+            << moe::server::HostPort(host, (*grpc_server)->port()) << std::endl;
   if (http) {
-    std::cout << "moe-server: http listening on " << HostPort(host, http->port()) << std::endl;
+    std::cout << "moe-server: http listening on " << moe::server::HostPort(host, http->port())
+              << std::endl;
   }
 
   const int signo = WaitForSignal(milliseconds(-1));
