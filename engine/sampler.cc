@@ -75,8 +75,9 @@ int32_t Sampler::Sample(std::span<const float> logits) {
     return DrawFromSorted(k, sum);
   }
 
-  // One exp per vocabulary entry, vectorised.
-  const float zmax = logits[ArgMax(logits)];
+  // One exp per vocabulary entry, vectorised, shifted by the largest logit (its value:
+  // no index needed, so no second pass over the row).
+  const float zmax = kernels::cpu::MaxRow(logits.data(), V);
   exps_.resize(V);
   const double sum = kernels::cpu::ExpRow(logits.data(), V, inv_t, zmax, exps_.data());
 
@@ -101,8 +102,8 @@ int32_t Sampler::Sample(std::span<const float> logits) {
       if (r < 0) return i;
     }
     // Rounding left r just above the total: the last entry with any weight.
-    for (int32_t i = V - 1; i > 0; --i) {
-      if (exps_[i] > 0) return i;
+    for (int32_t last = V - 1; last > 0; --last) {
+      if (exps_[last] > 0) return last;
     }
     return 0;
   }
