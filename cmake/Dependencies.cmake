@@ -15,9 +15,13 @@ if(MOE_BUILD_BENCH)
   find_package(benchmark CONFIG REQUIRED)
 endif()
 # The serving front ends (proto/, server/, tests/integration): Protobuf and gRPC (with
-# health checking and reflection), cpp-httplib for HTTP, prometheus-cpp for /metrics.
+# health checking and reflection), Boost.Beast/Asio (headers) and OpenSSL for the HTTP
+# server, prometheus-cpp for /metrics; cpp-httplib as the HTTP client of moe-client and
+# the tests.
 find_package(Protobuf REQUIRED)
 find_package(gRPC CONFIG REQUIRED)
 find_package(prometheus-cpp CONFIG REQUIRED)
+find_package(Boost 1.81 CONFIG REQUIRED COMPONENTS headers)
+find_package(OpenSSL REQUIRED)
 # Debian's cpp-httplib is a compiled library configured through pkg-config.
 pkg_check_modules(CPPHTTPLIB REQUIRED IMPORTED_TARGET GLOBAL cpp-httplib)

@@ -13,8 +13,9 @@ PACKAGES=(
   # gRPC front end: protoc and grpc_cpp_plugin generate proto/'s C++; libgrpc++-dev
   # brings gRPC (with health checking and server reflection) and its CMake config.
   protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev
-  libcpp-httplib-dev   # the OpenAI-compatible HTTP front end
-  libssl-dev openssl   # HTTPS (httplib is built with OpenSSL); tests make a certificate
+  libboost1.81-dev     # Boost.Beast/Asio (headers): the HTTP server
+  libcpp-httplib-dev   # the HTTP client of moe-client and the tests
+  libssl-dev openssl   # HTTPS; the tests make a certificate with openssl
   prometheus-cpp-dev   # /metrics
   prometheus           # promtool, which the e2e tests run on a live /metrics scrape
   libgtest-dev libgmock-dev  # tests

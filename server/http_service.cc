@@ -1,7 +1,5 @@
 #include "server/http_service.h"
 
-#include <httplib.h>
-
 #include <atomic>
 #include <csignal>
 #include <ctime>
@@ -26,9 +24,9 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// How long one wait on a request stream blocks; bounds how late a disconnect or a
-// timeout is noticed.
-constexpr std::chrono::milliseconds kPollInterval{100};
+// How long past its deadline a non-streamed request may go before it is cut here (the
+// engine aborts it at the deadline; this covers a stalled engine).
+constexpr std::chrono::seconds kDeadlineMargin{5};
 
 // Never throws: text deltas are valid UTF-8 by contract, but a bad byte must not turn
 // into an exception (and a 500) mid-stream.
@@ -36,13 +34,23 @@ std::string Dump(const json& value) {
   return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
-void WriteJson(httplib::Response& res, int status, const json& body) {
-  res.status = status;
-  res.set_content(Dump(body), "application/json");
+HttpResponse JsonResponse(int status, const json& body) {
+  HttpResponse response;
+  response.status = status;
+  response.body = Dump(body);
+  return response;
 }
 
-void WriteError(httplib::Response& res, const ApiError& error) {
-  WriteJson(res, error.status, ErrorBody(error));
+HttpResponse ErrorResponse(const ApiError& error) {
+  return JsonResponse(error.status, ErrorBody(error));
+}
+
+// What a request still live at the end of the drain grace gets.
+ApiError CutError() {
+  return ApiError{503,
+                  "the server shut down before this request finished (the drain grace "
+                  "ended)",
+                  "", "server_shutdown"};
 }
 
 std::string NewId(std::string_view prefix) {
@@ -120,96 +128,161 @@ struct ResponseHeader {
   }
 };
 
-// The one method each route answers (GET routes answer HEAD too), or nullptr for a path
-// that is no route: a known path asked with another method gets 405 with this as Allow.
-const char* AllowedMethod(const std::string& path) {
-  static const std::pair<const char*, const char*> kRoutes[] = {
-      {"/v1/completions", "POST"}, {"/v1/chat/completions", "POST"},
-      {"/tokenize", "POST"},       {"/detokenize", "POST"},
-      {"/v1/models", "GET"},       {"/health", "GET"},
-      {"/ready", "GET"},           {"/metrics", "GET"}};
-  for (const auto& [route, method] : kRoutes) {
-    if (path == route) return method;
-  }
-  if (path.rfind("/v1/models/", 0) == 0 && path.size() > 11) return "GET";
-  return nullptr;
-}
-
 std::string SseData(const json& value) { return absl::StrCat("data: ", Dump(value), "\n\n"); }
 
-// The state of one SSE response, driven by httplib's chunked content provider on the
-// connection's worker thread.
-class SseWriter {
+// Counts a generation request from its acceptance by the engine until its reply is gone.
+class InFlight {
  public:
-  // `in_flight` is decremented when the response ends.
-  SseWriter(std::shared_ptr<RequestStream> stream, ResponseHeader header,
+  explicit InFlight(std::atomic<int>* count) : count_(count) { count_->fetch_add(1); }
+  ~InFlight() { count_->fetch_sub(1); }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<int>* count_;
+};
+
+// A non-streamed generation: gathers the text until the finish event.
+class CollectedResponse : public PendingResponse {
+ public:
+  CollectedResponse(std::shared_ptr<RequestStream> stream, ResponseHeader header,
+                    std::optional<Clock::time_point> deadline, std::chrono::seconds timeout,
+                    std::atomic<int>* in_flight)
+      : stream_(std::move(stream)),
+        header_(std::move(header)),
+        deadline_(deadline),
+        timeout_(timeout),
+        in_flight_(in_flight) {}
+  ~CollectedResponse() override {
+    if (!ended_) stream_->Cancel();
+  }
+
+  std::optional<HttpResponse> Poll() override {
+    while (std::optional<StreamEvent> event = stream_->TryNext()) {
+      switch (event->kind) {
+        case StreamEvent::Kind::kTokens:
+          text_ += event->text;
+          break;
+        case StreamEvent::Kind::kError:
+          ended_ = true;
+          return ErrorResponse(ApiErrorFromStatus(event->error));
+        case StreamEvent::Kind::kFinish:
+          ended_ = true;
+          if (event->reason != StopReason::kAbort) {
+            return JsonResponse(200,
+                                header_.Full(text_, FinishReasonName(event->reason), event->usage));
+          }
+          if (deadline_ && Clock::now() >= *deadline_) return TimedOut();
+          return ErrorResponse(
+              ApiError{503, "the request was aborted by the server", "", "aborted"});
+      }
+    }
+    if (deadline_ && Clock::now() >= *deadline_ + kDeadlineMargin) {
+      stream_->Cancel();
+      ended_ = true;
+      return TimedOut();
+    }
+    return std::nullopt;
+  }
+
+  void Cancel() override {
+    stream_->Cancel();
+    ended_ = true;
+  }
+
+  HttpResponse Cut() override {
+    if (std::optional<HttpResponse> done = Poll()) return *std::move(done);
+    Cancel();
+    return ErrorResponse(CutError());
+  }
+
+ private:
+  HttpResponse TimedOut() const {
+    return ErrorResponse(ApiError{
+        504, absl::StrCat("the request timed out after ", timeout_.count(), " s"), "", "timeout"});
+  }
+
+  std::shared_ptr<RequestStream> stream_;
+  ResponseHeader header_;
+  std::optional<Clock::time_point> deadline_;
+  std::chrono::seconds timeout_;
+  InFlight in_flight_;
+  std::string text_;
+  bool ended_ = false;
+};
+
+// A streamed generation: one SSE event per text delta, the finish chunk (and the usage
+// chunk with stream_options.include_usage), then "data: [DONE]".
+class SseStream : public ResponseStream {
+ public:
+  SseStream(std::shared_ptr<RequestStream> stream, ResponseHeader header,
             std::chrono::milliseconds keepalive, std::atomic<int>* in_flight)
       : stream_(std::move(stream)),
         header_(std::move(header)),
         keepalive_(keepalive),
         in_flight_(in_flight) {}
-
-  // One call of the content provider: waits up to kPollInterval for events and writes
-  // what arrived. False (the connection is dropped) when a write fails: the client is
-  // gone, so the request is cancelled.
-  bool Pump(httplib::DataSink& sink) {
-    std::string payload;
-    if (header_.chat && !sent_role_) {
-      payload = SseData(header_.Chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
-      sent_role_ = true;
-    }
-    std::optional<StreamEvent> event =
-        payload.empty() ? stream_->Next(kPollInterval) : stream_->TryNext();
-    while (event && !finished_) {
-      Append(*event, &payload);
-      if (!finished_) event = stream_->TryNext();
-    }
-    const Clock::time_point now = Clock::now();
-    if (payload.empty()) {
-      if (now - last_write_ < keepalive_) return true;
-      payload = ": keep-alive\n\n";  // an SSE comment; clients ignore it
-    }
-    if (!sink.write(payload.data(), payload.size())) {
-      stream_->Cancel();
-      return false;
-    }
-    last_write_ = now;
-    if (finished_) sink.done();
-    return true;
+  ~SseStream() override {
+    if (!finished_) stream_->Cancel();
   }
 
-  // httplib's resource releaser: the response ended, written or not.
-  void Release() {
-    if (!finished_) stream_->Cancel();
-    if (in_flight_ != nullptr) in_flight_->fetch_sub(1);
-    in_flight_ = nullptr;
+  bool Poll(std::string* out) override {
+    const size_t before = out->size();
+    if (header_.chat && !sent_role_) {
+      *out += SseData(header_.Chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+      sent_role_ = true;
+    }
+    while (!finished_) {
+      std::optional<StreamEvent> event = stream_->TryNext();
+      if (!event) break;
+      Append(*event, out);
+    }
+    const Clock::time_point now = Clock::now();
+    if (out->size() > before) {
+      last_write_ = now;
+    } else if (now - last_write_ >= keepalive_) {
+      *out += ": keep-alive\n\n";  // an SSE comment; clients ignore it
+      last_write_ = now;
+    }
+    return finished_;
+  }
+
+  void Cancel() override {
+    stream_->Cancel();
+    finished_ = true;
+  }
+
+  void Cut(std::string* out) override {
+    if (Poll(out)) return;
+    Cancel();
+    *out += SseData(ErrorBody(CutError()));
+    *out += "data: [DONE]\n\n";
   }
 
  private:
-  void Append(const StreamEvent& event, std::string* payload) {
+  void Append(const StreamEvent& event, std::string* out) {
     switch (event.kind) {
       case StreamEvent::Kind::kTokens:
         if (event.text.empty()) return;
-        *payload += SseData(header_.chat ? header_.Chunk({{"content", event.text}}, nullptr)
-                                         : header_.Chunk(event.text, nullptr));
+        *out += SseData(header_.chat ? header_.Chunk({{"content", event.text}}, nullptr)
+                                     : header_.Chunk(event.text, nullptr));
         return;
       case StreamEvent::Kind::kFinish:
-        *payload += SseData(header_.Chunk(header_.chat ? json::object() : json(""),
-                                          FinishReasonName(event.reason)));
-        if (header_.include_usage) *payload += SseData(header_.UsageChunk(event.usage));
+        *out += SseData(header_.Chunk(header_.chat ? json::object() : json(""),
+                                      FinishReasonName(event.reason)));
+        if (header_.include_usage) *out += SseData(header_.UsageChunk(event.usage));
         break;
       case StreamEvent::Kind::kError:
-        *payload += SseData(ErrorBody(ApiErrorFromStatus(event.error)));
+        *out += SseData(ErrorBody(ApiErrorFromStatus(event.error)));
         break;
     }
-    *payload += "data: [DONE]\n\n";
+    *out += "data: [DONE]\n\n";
     finished_ = true;
   }
 
   std::shared_ptr<RequestStream> stream_;
   ResponseHeader header_;
   std::chrono::milliseconds keepalive_;
-  std::atomic<int>* in_flight_;
+  InFlight in_flight_;
   bool sent_role_ = false;
   bool finished_ = false;
   Clock::time_point last_write_ = Clock::now();
@@ -227,6 +300,18 @@ struct HttpService::Impl {
   std::atomic<bool> serving{true};
   std::atomic<int> in_flight{0};
 
+  using Handler = HttpReply (Impl::*)(const HttpRequest&, std::function<void()>&);
+  struct Route {
+    const char* method;
+    const char* path;
+    bool prefix;  // `path` then at least one more byte
+    bool open;    // no API key needed
+    Handler handler;
+  };
+  // Every route, once: routing, 405's Allow and the API-key exemptions read this table.
+  // Every route, once: routing, 405's Allow and the API-key exemptions read this table.
+  static const Route kRoutes[9];
+
   Impl(ServingEngine& e, HttpOptions o)
       : engine(e), options(std::move(o)), chat_template(ChatTemplate::FromModelDir(e.model_dir())) {
     if (options.served_model_names.empty()) {
@@ -242,36 +327,80 @@ struct HttpService::Impl {
     limits.default_sampling = engine_limits.default_sampling;
   }
 
-  // The body parsed as a JSON object, or the error already written to `res`.
-  bool ReadBody(const httplib::Request& req, httplib::Response& res, json* body) {
-    if (req.body.size() > options.max_body_bytes) {
-      WriteError(res, ApiError{413,
-                               absl::StrCat("the request body is larger than ",
-                                            options.max_body_bytes, " bytes"),
-                               "", "request_too_large"});
-      return false;
-    }
-    if (auto e = ParseJsonObject(req.body, body)) {
-      WriteError(res, *e);
-      return false;
-    }
-    return true;
+  static bool Matches(const Route& route, std::string_view path) {
+    const std::string_view want = route.path;
+    return route.prefix ? path.size() > want.size() && path.substr(0, want.size()) == want
+                        : path == want;
   }
 
-  void Generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  HttpReply Dispatch(const HttpRequest& request, std::function<void()>& wake) {
+    const Route* route = nullptr;
+    for (const Route& r : kRoutes) {
+      if (Matches(r, request.path)) route = &r;
+    }
+    if (route == nullptr || (route->handler == &Impl::Metrics && !options.metrics_text)) {
+      if (auto denied = CheckKey(request, /*open=*/false)) return HttpReply::Whole(*denied);
+      return Error(ApiError{
+          404, absl::StrCat("no route for ", ToAbsl(request.method), " ", ToAbsl(request.path)), "",
+          "not_found"});
+    }
+    if (auto denied = CheckKey(request, route->open)) return HttpReply::Whole(*denied);
+    const bool head_of_get = request.method == "HEAD" && std::string_view(route->method) == "GET";
+    if (request.method != route->method && !head_of_get) {
+      HttpReply reply = Error(ApiError{405,
+                                       absl::StrCat(ToAbsl(request.path), " takes ", route->method,
+                                                    ", not ", ToAbsl(request.method)),
+                                       "", "method_not_allowed"});
+      reply.response.headers.emplace_back("Allow", route->method);
+      return reply;
+    }
+    return (this->*(route->handler))(request, wake);
+  }
+
+  // A 401 unless the route is open, no keys are set, or the request has a good one.
+  std::optional<HttpResponse> CheckKey(const HttpRequest& request, bool open) const {
+    if (open || options.api_keys == nullptr || !options.api_keys->enabled()) return std::nullopt;
+    const std::optional<std::string_view> sent = request.Header("Authorization");
+    if (sent && options.api_keys->Allows(*sent)) return std::nullopt;
+    HttpResponse response =
+        ErrorResponse(ApiError{401,
+                               sent ? "the API key is not valid"
+                                    : "this server needs an API key: send 'Authorization: "
+                                      "Bearer KEY'",
+                               "", "invalid_api_key"});
+    response.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return response;
+  }
+
+  static HttpReply Error(const ApiError& error) { return HttpReply::Whole(ErrorResponse(error)); }
+  static HttpReply Json(int status, const json& body) {
+    return HttpReply::Whole(JsonResponse(status, body));
+  }
+
+  // The body parsed as a JSON object, or the error.
+  static std::optional<ApiError> ReadBody(const HttpRequest& request, json* body) {
+    return ParseJsonObject(request.body, body);
+  }
+
+  HttpReply Completions(const HttpRequest& request, std::function<void()>& wake) {
+    return Generate(request, wake, /*chat=*/false);
+  }
+  HttpReply ChatCompletions(const HttpRequest& request, std::function<void()>& wake) {
+    return Generate(request, wake, /*chat=*/true);
+  }
+
+  HttpReply Generate(const HttpRequest& request, std::function<void()>& wake, bool chat) {
     if (!serving) {
-      return WriteError(res, ApiError{503,
-                                      "the server is shutting down and accepts no new "
-                                      "requests",
-                                      "", "server_unavailable"});
+      return Error(ApiError{503, "the server is shutting down and accepts no new requests", "",
+                            "server_unavailable"});
     }
     json body;
-    if (!ReadBody(req, res, &body)) return;
+    if (auto e = ReadBody(request, &body)) return Error(*e);
     ParsedGeneration parsed;
     std::optional<ApiError> error =
         chat ? ParseChatRequest(body, limits, engine.tokenizer(), chat_template, &parsed)
              : ParseCompletionRequest(body, limits, engine.tokenizer(), &parsed);
-    if (error) return WriteError(res, *error);
+    if (error) return Error(*error);
 
     ResponseHeader header{chat, NewId(chat ? "chatcmpl-" : "cmpl-"), std::time(nullptr),
                           options.served_model_names.front(), parsed.include_usage};
@@ -282,61 +411,20 @@ struct HttpService::Impl {
       parsed.request.deadline = deadline;
     }
     absl::StatusOr<std::shared_ptr<RequestStream>> stream =
-        engine.Submit(std::move(parsed.request));
-    if (!stream.ok()) return WriteError(res, ApiErrorFromStatus(stream.status()));
+        engine.Submit(std::move(parsed.request), std::move(wake));
+    if (!stream.ok()) return Error(ApiErrorFromStatus(stream.status()));
 
-    in_flight.fetch_add(1);
+    HttpReply reply;
     if (parsed.stream) {
-      auto writer = std::make_shared<SseWriter>(std::move(*stream), std::move(header),
-                                                options.keepalive_interval, &in_flight);
-      res.set_header("Cache-Control", "no-cache");
-      res.set_chunked_content_provider(
-          "text/event-stream",
-          [writer](size_t /*offset*/, httplib::DataSink& sink) { return writer->Pump(sink); },
-          [writer](bool /*success*/) { writer->Release(); });
-      return;
+      reply.response.content_type = "text/event-stream";
+      reply.response.headers.emplace_back("Cache-Control", "no-cache");
+      reply.stream = std::make_unique<SseStream>(*std::move(stream), std::move(header),
+                                                 options.keepalive_interval, &in_flight);
+    } else {
+      reply.pending = std::make_unique<CollectedResponse>(
+          *std::move(stream), std::move(header), deadline, options.request_timeout, &in_flight);
     }
-    struct Done {
-      std::atomic<int>& in_flight;
-      ~Done() { in_flight.fetch_sub(1); }
-    } done{in_flight};
-    Collect(**stream, header, deadline, res);
-  }
-
-  // Non-streaming: gathers the text until the finish event.
-  void Collect(RequestStream& stream, const ResponseHeader& header,
-               std::optional<Clock::time_point> deadline, httplib::Response& res) {
-    std::string text;
-    while (true) {
-      std::optional<StreamEvent> event = stream.Next(kPollInterval);
-      if (!event) {
-        // The engine aborts the request at its deadline; the margin covers a stalled
-        // engine.
-        if (!deadline || Clock::now() < *deadline + std::chrono::seconds(5)) continue;
-        stream.Cancel();
-        return WriteError(res, ApiError{504, "the request timed out", "", "timeout"});
-      }
-      switch (event->kind) {
-        case StreamEvent::Kind::kTokens:
-          text += event->text;
-          break;
-        case StreamEvent::Kind::kError:
-          return WriteError(res, ApiErrorFromStatus(event->error));
-        case StreamEvent::Kind::kFinish:
-          if (event->reason == StopReason::kAbort) {
-            if (deadline && Clock::now() >= *deadline) {
-              return WriteError(res, ApiError{504,
-                                              absl::StrCat("the request timed out after ",
-                                                           options.request_timeout.count(), " s"),
-                                              "", "timeout"});
-            }
-            return WriteError(
-                res, ApiError{503, "the request was aborted by the server", "", "aborted"});
-          }
-          return WriteJson(res, 200,
-                           header.Full(text, FinishReasonName(event->reason), event->usage));
-      }
-    }
+    return reply;
   }
 
   json ModelJson(const std::string& name) const {
@@ -353,32 +441,70 @@ struct HttpService::Impl {
             {"max_tokens", limits.max_tokens_limit}};
   }
 
-  void Tokenize(const httplib::Request& req, httplib::Response& res) {
-    json body;
-    if (!ReadBody(req, res, &body)) return;
-    std::string text;
-    bool add_special_tokens = true;
-    if (auto e = ParseTokenizeRequest(body, limits, &text, &add_special_tokens)) {
-      return WriteError(res, *e);
-    }
-    absl::StatusOr<std::vector<int32_t>> ids = engine.tokenizer().Encode(text, add_special_tokens);
-    if (!ids.ok()) {
-      return WriteError(res, ApiError{400, std::string(ids.status().message()), "prompt", ""});
-    }
-    WriteJson(res, 200,
-              {{"tokens", *ids}, {"count", ids->size()}, {"max_model_len", limits.context}});
+  HttpReply Models(const HttpRequest&, std::function<void()>&) {
+    json data = json::array();
+    for (const std::string& name : options.served_model_names) data.push_back(ModelJson(name));
+    return Json(200, {{"object", "list"}, {"data", std::move(data)}});
   }
 
-  void Detokenize(const httplib::Request& req, httplib::Response& res) {
+  HttpReply Model(const HttpRequest& request, std::function<void()>&) {
+    const std::string name = request.path.substr(std::string_view("/v1/models/").size());
+    if (!IsServedModelName(limits, name)) {
+      return Error(ApiError{404, absl::StrCat("The model '", ToAbsl(name), "' does not exist"),
+                            "model", "model_not_found"});
+    }
+    return Json(200, ModelJson(name));
+  }
+
+  HttpReply Tokenize(const HttpRequest& request, std::function<void()>&) {
     json body;
-    if (!ReadBody(req, res, &body)) return;
+    if (auto e = ReadBody(request, &body)) return Error(*e);
+    std::string text;
+    bool add_special_tokens = true;
+    if (auto e = ParseTokenizeRequest(body, limits, &text, &add_special_tokens)) return Error(*e);
+    absl::StatusOr<std::vector<int32_t>> ids = engine.tokenizer().Encode(text, add_special_tokens);
+    if (!ids.ok()) return Error(ApiError{400, std::string(ids.status().message()), "prompt", ""});
+    return Json(200, {{"tokens", *ids}, {"count", ids->size()}, {"max_model_len", limits.context}});
+  }
+
+  HttpReply Detokenize(const HttpRequest& request, std::function<void()>&) {
+    json body;
+    if (auto e = ReadBody(request, &body)) return Error(*e);
     std::vector<int32_t> ids;
     bool skip_special_tokens = false;
     if (auto e = ParseDetokenizeRequest(body, limits, &ids, &skip_special_tokens)) {
-      return WriteError(res, *e);
+      return Error(*e);
     }
-    WriteJson(res, 200, {{"prompt", engine.tokenizer().Decode(ids, skip_special_tokens)}});
+    return Json(200, {{"prompt", engine.tokenizer().Decode(ids, skip_special_tokens)}});
   }
+
+  HttpReply Health(const HttpRequest&, std::function<void()>&) {
+    return Json(200, {{"status", "ok"}});
+  }
+
+  HttpReply Ready(const HttpRequest&, std::function<void()>&) {
+    if (!serving || engine.Status().draining) return Json(503, {{"status", "draining"}});
+    return Json(200, {{"status", "ready"}});
+  }
+
+  HttpReply Metrics(const HttpRequest&, std::function<void()>&) {
+    HttpResponse response;
+    response.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    response.body = options.metrics_text();
+    return HttpReply::Whole(std::move(response));
+  }
+};
+
+const HttpService::Impl::Route HttpService::Impl::kRoutes[9] = {
+    {"POST", "/v1/completions", false, false, &Impl::Completions},
+    {"POST", "/v1/chat/completions", false, false, &Impl::ChatCompletions},
+    {"POST", "/tokenize", false, false, &Impl::Tokenize},
+    {"POST", "/detokenize", false, false, &Impl::Detokenize},
+    {"GET", "/v1/models", false, false, &Impl::Models},
+    {"GET", "/v1/models/", true, false, &Impl::Model},
+    {"GET", "/health", false, true, &Impl::Health},
+    {"GET", "/ready", false, true, &Impl::Ready},
+    {"GET", "/metrics", false, true, &Impl::Metrics},
 };
 
 HttpService::HttpService(ServingEngine& engine, HttpOptions options)
@@ -394,130 +520,36 @@ void HttpService::SetServing(bool serving) { impl_->serving = serving; }
 
 int HttpService::in_flight() const { return impl_->in_flight.load(); }
 
-void HttpService::Register(httplib::Server& server) {
-  std::signal(SIGPIPE, SIG_IGN);
-  Impl* impl = impl_.get();
-
+HttpReply HttpService::Handle(const HttpRequest& request, std::function<void()> wake) {
   // Bad input is a 400 even when a JSON accessor we missed throws; anything else is a
   // 500 with an OpenAI body, and the server goes on.
-  auto guarded = [](auto handler) {
-    return [handler](const httplib::Request& req, httplib::Response& res) {
-      try {
-        handler(req, res);
-      } catch (const json::exception& e) {
-        WriteError(res, ApiError{400, absl::StrCat("invalid request: ", e.what()), "", ""});
-      } catch (const std::exception& e) {
-        WriteError(res, ApiError{500, absl::StrCat("internal error: ", e.what()), "", ""});
-      }
-    };
-  };
+  try {
+    return impl_->Dispatch(request, wake);
+  } catch (const json::exception& e) {
+    return Impl::Error(ApiError{400, absl::StrCat("invalid request: ", e.what()), "", ""});
+  } catch (const std::exception& e) {
+    return Impl::Error(ApiError{500, absl::StrCat("internal error: ", e.what()), "", ""});
+  }
+}
 
-  // API keys, checked before routing: probes and scrapes stay open.
-  if (impl->options.api_keys != nullptr && impl->options.api_keys->enabled()) {
-    std::shared_ptr<const ApiKeys> keys = impl->options.api_keys;
-    server.set_pre_routing_handler([keys](const httplib::Request& req, httplib::Response& res) {
-      if (req.path == "/health" || req.path == "/ready" || req.path == "/metrics") {
-        return httplib::Server::HandlerResponse::Unhandled;
-      }
-      const bool sent = req.has_header("Authorization");
-      if (sent && keys->Allows(req.get_header_value("Authorization"))) {
-        return httplib::Server::HandlerResponse::Unhandled;
-      }
-      res.set_header("WWW-Authenticate", "Bearer");
-      WriteError(res, ApiError{401,
-                               sent ? "the API key is not valid"
-                                    : "this server needs an API key: send 'Authorization: "
-                                      "Bearer KEY'",
-                               "", "invalid_api_key"});
-      return httplib::Server::HandlerResponse::Handled;
-    });
-  }
-  server.set_payload_max_length(impl->options.max_body_bytes);
-  if (impl->options.num_threads > 0) {
-    const size_t n = static_cast<size_t>(impl->options.num_threads);
-    server.new_task_queue = [n] { return new httplib::ThreadPool(n); };
-  }
-  // httplib's default sets SO_REUSEPORT, which lets a second server bind the same port
-  // and silently share its connections; SO_REUSEADDR alone still allows quick restarts.
-  server.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
-  });
-  server.Post("/v1/completions",
-              guarded([impl](const httplib::Request& req, httplib::Response& res) {
-                impl->Generate(req, res, /*chat=*/false);
-              }));
-  server.Post("/v1/chat/completions",
-              guarded([impl](const httplib::Request& req, httplib::Response& res) {
-                impl->Generate(req, res, /*chat=*/true);
-              }));
-  server.Get("/v1/models", [impl](const httplib::Request&, httplib::Response& res) {
-    json data = json::array();
-    for (const std::string& name : impl->options.served_model_names) {
-      data.push_back(impl->ModelJson(name));
-    }
-    WriteJson(res, 200, {{"object", "list"}, {"data", std::move(data)}});
-  });
-  server.Get(R"(/v1/models/(.+))", [impl](const httplib::Request& req, httplib::Response& res) {
-    const std::string name = req.matches[1];
-    if (!IsServedModelName(impl->limits, name)) {
-      return WriteError(
-          res, ApiError{404, absl::StrCat("The model '", ToAbsl(name), "' does not exist"), "model",
-                        "model_not_found"});
-    }
-    WriteJson(res, 200, impl->ModelJson(name));
-  });
-  server.Post("/tokenize", guarded([impl](const httplib::Request& req, httplib::Response& res) {
-                impl->Tokenize(req, res);
-              }));
-  server.Post("/detokenize", guarded([impl](const httplib::Request& req, httplib::Response& res) {
-                impl->Detokenize(req, res);
-              }));
-  server.Get("/health", [](const httplib::Request&, httplib::Response& res) {
-    WriteJson(res, 200, {{"status", "ok"}});
-  });
-  if (impl->options.metrics_text) {
-    server.Get("/metrics", [impl](const httplib::Request&, httplib::Response& res) {
-      res.status = 200;
-      res.set_content(impl->options.metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
-    });
-  }
-  server.Get("/ready", [impl](const httplib::Request&, httplib::Response& res) {
-    if (!impl->serving || impl->engine.Status().draining) {
-      return WriteJson(res, 503, {{"status", "draining"}});
-    }
-    WriteJson(res, 200, {{"status", "ready"}});
-  });
+bool HttpService::Inline(const HttpRequest& request) const {
+  return request.method == "GET" || request.method == "HEAD";
+}
 
-  // Errors no handler wrote a body for: unknown paths, httplib's 413 for a body over the
-  // payload limit, malformed HTTP.
-  const size_t max_body = impl->options.max_body_bytes;
-  server.set_error_handler(httplib::Server::HandlerWithResponse(
-      [max_body](const httplib::Request& req, httplib::Response& res) {
-        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-        ApiError error{res.status, absl::StrCat("HTTP ", res.status), "", ""};
-        if (const char* allowed = AllowedMethod(req.path);
-            allowed != nullptr && req.method != allowed &&
-            !(req.method == "HEAD" && std::string_view(allowed) == "GET") &&
-            (res.status == 404 || res.status == 400)) {
-          res.status = 405;
-          res.set_header("Allow", allowed);
-          WriteError(res, ApiError{405,
-                                   absl::StrCat(ToAbsl(req.path), " takes ", allowed, ", not ",
-                                                ToAbsl(req.method)),
-                                   "", "method_not_allowed"});
-          return httplib::Server::HandlerResponse::Handled;
-        }
-        if (res.status == 404) {
-          error.message = absl::StrCat("no route for ", ToAbsl(req.method), " ", ToAbsl(req.path));
-          error.code = "not_found";
-        } else if (res.status == 413) {
-          error.message = absl::StrCat("the request body is larger than ", max_body, " bytes");
-          error.code = "request_too_large";
-        }
-        WriteError(res, error);
-        return httplib::Server::HandlerResponse::Handled;
-      }));
+HttpResponse HttpService::TransportError(int status, std::string message) const {
+  std::string code;
+  switch (status) {
+    case 400:
+      code = "bad_request";
+      break;
+    case 413:
+      code = "request_too_large";
+      break;
+    case 431:
+      code = "request_header_too_large";
+      break;
+  }
+  return ErrorResponse(ApiError{status, std::move(message), "", std::move(code)});
 }
 
 }  // namespace moe::server

@@ -6,10 +6,12 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -81,6 +83,9 @@ int main(int argc, char** argv) {
   double drain_seconds = 30;
   moe::server::ModelFlags model_flags;
   moe::ServingOptions engine_options;
+  moe::server::HttpServerOptions http_transport;
+  double http_idle_timeout = 60, http_header_timeout = 10, http_body_timeout = 30,
+         http_write_timeout = 30;
   moe::server::AddModelFlags(app, &model_flags);
   app.add_option("--host", host, "Address to listen on")->capture_default_str();
   app.add_option("--grpc-port", grpc_port, "gRPC port; 0 picks a free one")
@@ -98,6 +103,31 @@ int main(int argc, char** argv) {
                  "Largest HTTP request body; larger ones get 413")
       ->capture_default_str()
       ->check(moe::cli::AtLeast<size_t>(1));
+  app.add_option("--http-io-threads", http_transport.io_threads,
+                 "HTTP I/O threads (every connection is a coroutine on one of them)")
+      ->capture_default_str()
+      ->check(moe::cli::Between<int>(1, 256));
+  app.add_option("--http-workers", http_transport.worker_threads,
+                 "HTTP worker threads: parse, tokenize and submit POST requests")
+      ->capture_default_str()
+      ->check(moe::cli::Between<int>(1, 256));
+  app.add_option("--http-idle-timeout", http_idle_timeout,
+                 "Seconds a keep-alive HTTP connection may wait for its next request")
+      ->capture_default_str()
+      ->check(moe::cli::Between<double>(0.001, 86400.0));
+  app.add_option("--http-header-timeout", http_header_timeout,
+                 "Seconds a whole HTTP request head may take, from its first byte")
+      ->capture_default_str()
+      ->check(moe::cli::Between<double>(0.001, 3600.0));
+  app.add_option("--http-body-timeout", http_body_timeout,
+                 "Seconds a whole HTTP request body may take, after the head")
+      ->capture_default_str()
+      ->check(moe::cli::Between<double>(0.001, 3600.0));
+  app.add_option("--http-write-timeout", http_write_timeout,
+                 "Seconds one HTTP write may take (a client that stops reading its stream "
+                 "is dropped and its request aborted)")
+      ->capture_default_str()
+      ->check(moe::cli::Between<double>(0.001, 3600.0));
   app.add_option("--max-batched-tokens", engine_options.max_batched_tokens,
                  "Token budget of one engine step")
       ->capture_default_str()
@@ -163,6 +193,13 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Every HTTP connection is a descriptor: take the hard limit, not the soft default
+  // (often 1024), so that thousands of idle keep-alive clients fit.
+  if (rlimit files; getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+  }
+  std::signal(SIGPIPE, SIG_IGN);  // a peer that went away is an error value, not a signal
   if (!InstallSignalHandlers()) {
     std::cerr << "moe-server: cannot install the SIGTERM/SIGINT handlers\n";
     return 1;
@@ -230,16 +267,23 @@ int main(int argc, char** argv) {
   if (http_port >= 0) {
     moe::server::HttpOptions http_options;
     http_options.served_model_names = served_model_names;
-    http_options.max_body_bytes = max_body_bytes;
     http_options.api_keys = shared_keys;
-    http_options.tls_cert_file = tls_cert;
-    http_options.tls_key_file = tls_key;
+    auto seconds_ms = [](double s) {
+      return std::chrono::milliseconds(static_cast<int64_t>(std::llround(s * 1000)));
+    };
+    http_transport.max_body_bytes = max_body_bytes;
+    http_transport.idle_timeout = seconds_ms(http_idle_timeout);
+    http_transport.header_timeout = seconds_ms(http_header_timeout);
+    http_transport.body_timeout = seconds_ms(http_body_timeout);
+    http_transport.write_timeout = seconds_ms(http_write_timeout);
+    http_transport.tls_cert_pem = tls_cert_pem;
+    http_transport.tls_key_pem = tls_key_pem;
     moe::ServingEngine* engine_ptr = engine->get();
     http_options.metrics_text = [metrics, engine_ptr] {
       return metrics->Scrape(engine_ptr->Status());
     };
-    absl::StatusOr<std::unique_ptr<moe::server::Frontend>> started =
-        moe::server::StartHttpFrontend({engine_ptr, host, http_port}, std::move(http_options));
+    absl::StatusOr<std::unique_ptr<moe::server::Frontend>> started = moe::server::StartHttpFrontend(
+        {engine_ptr, host, http_port}, std::move(http_options), http_transport);
     if (!started.ok()) {
       std::cerr << "moe-server: " << started.status().message() << "\n";
       return 1;

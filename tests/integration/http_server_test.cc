@@ -2,16 +2,19 @@
 // counts match the request and which promtool accepts.
 #include <httplib.h>
 
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <regex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -241,6 +244,90 @@ TEST_F(HttpServerTest, BadInputOverTheRealServerAndStreaming) {
   EXPECT_EQ(stream->status, 200);
   EXPECT_THAT(stream->body, HasSubstr("\"usage\""));
   EXPECT_TRUE(stream->body.ends_with("data: [DONE]\n\n")) << stream->body;
+}
+
+// SIGTERM with a short grace: what runs past it ends with a clear error (a stream with an
+// error event and [DONE], a non-streamed request with a 503 body), new requests are
+// refused, and the process exits by the grace plus a small margin.
+TEST(HttpDrainTest, TheGraceEndsEveryLiveRequestWithAClearErrorAndTheProcessExits) {
+  std::unique_ptr<ServerProcess> server =
+      ServerProcess::Start(MOE_SERVER_BINARY, {"--drain-seconds", "0.5", "--max-seqs", "1"});
+  ASSERT_NE(server, nullptr);
+  const int port = server->http_port();
+  auto body = [](bool stream) {
+    return nlohmann::json{{"prompt", "Once upon a time"},
+                          {"max_tokens", 1000},
+                          {"ignore_eos", true},
+                          {"stream", stream}}
+        .dump();
+  };
+  // One engine slot: the first request runs, the rest wait their turn, the stream behind
+  // eight requests of 1,000 tokens (about 0.3 s each here) and one more behind it.
+  constexpr int kWhole = 9;
+  std::vector<std::optional<httplib::Response>> whole(kWhole);
+  std::vector<std::thread> threads;
+  std::string streamed;
+  auto post = [&](int i) {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(30, 0);
+    if (httplib::Result res = client.Post("/v1/completions", body(false), "application/json")) {
+      whole[i] = *res;
+    }
+  };
+  for (int i = 0; i < kWhole - 1; ++i) {
+    threads.emplace_back(post, i);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  threads.emplace_back([&] {
+    httplib::Client client("127.0.0.1", port);
+    client.set_read_timeout(30, 0);
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = body(true);
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+      streamed.append(data, len);
+      return true;
+    };
+    client.send(req);
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  threads.emplace_back(post, kWhole - 1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+
+  const auto start = std::chrono::steady_clock::now();
+  int exit_code = -2;
+  double seconds = 0;
+  std::thread stopper([&] {  // one SIGTERM (a second one would skip the grace)
+    exit_code = server->Stop(std::chrono::seconds(20));
+    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  httplib::Client late("127.0.0.1", port);
+  late.set_read_timeout(5, 0);
+  if (auto res = late.Post("/v1/completions", body(false), "application/json")) {
+    EXPECT_EQ(res->status, 503) << res->body;  // draining: refused (or the port is closed)
+  }
+  stopper.join();
+  EXPECT_EQ(exit_code, 0);
+  for (std::thread& t : threads) t.join();
+  EXPECT_LT(seconds, 0.5 + 2.5) << "the grace plus a small margin";
+
+  // The stream was cut: its last events are the error, then [DONE].
+  const size_t error = streamed.rfind("data: {\"error\"");
+  ASSERT_NE(error, std::string::npos) << streamed.substr(0, 300);
+  EXPECT_THAT(streamed.substr(error), HasSubstr("server_shutdown"));
+  EXPECT_EQ(streamed.substr(streamed.size() - 14), "data: [DONE]\n\n");
+  int cut = 0;
+  for (const std::optional<httplib::Response>& res : whole) {
+    ASSERT_TRUE(res) << "a non-streamed request got no response";
+    if (res->status == 200) continue;
+    EXPECT_EQ(res->status, 503) << res->body;
+    EXPECT_THAT(res->body, HasSubstr("server_shutdown"));
+    ++cut;
+  }
+  EXPECT_GE(cut, 2) << "the requests still waiting at the end of the grace were cut";
 }
 
 }  // namespace

@@ -30,24 +30,35 @@ using testing::SseData;
 using testing::TestHttpServer;
 
 // Emits a token "x" every 5 ms until cancelled or past its deadline (then a kAbort
-// finish), or an internal error after `error_after` tokens.
+// finish), or an internal error after `error_after` tokens. Like the engine, it calls
+// its on_event (from the FakeEngine's ticker thread) when an event is ready.
 class FakeStream : public RequestStream {
  public:
-  FakeStream(GenerateRequest request, int error_after)
-      : request_(std::move(request)), error_after_(error_after) {}
+  FakeStream(GenerateRequest request, int error_after, std::function<void()> on_event)
+      : request_(std::move(request)), error_after_(error_after), on_event_(std::move(on_event)) {}
   const std::string& id() const override { return request_.id; }
   std::optional<StreamEvent> Next(milliseconds timeout) override {
-    std::this_thread::sleep_for(std::min(timeout, milliseconds(5)));
+    const auto end = std::chrono::steady_clock::now() + timeout;
+    while (true) {
+      if (std::optional<StreamEvent> e = TryNext()) return e;
+      if (std::chrono::steady_clock::now() >= end) return std::nullopt;
+      std::this_thread::sleep_for(milliseconds(1));
+    }
+  }
+  std::optional<StreamEvent> TryNext() override {
     std::lock_guard<std::mutex> lock(mu_);
     if (ended_) return std::nullopt;
     StreamEvent e;
-    const bool late = request_.deadline && std::chrono::steady_clock::now() > *request_.deadline;
+    const auto now = std::chrono::steady_clock::now();
+    const bool late = request_.deadline && now > *request_.deadline;
     if (cancelled_ || late) {
       ended_ = true;
       e.kind = StreamEvent::Kind::kFinish;
       e.reason = StopReason::kAbort;
       return e;
     }
+    if (now < next_due_) return std::nullopt;
+    next_due_ = now + milliseconds(5);
     if (error_after_ >= 0 && emitted_ == error_after_) {
       ended_ = true;
       e.kind = StreamEvent::Kind::kError;
@@ -59,7 +70,14 @@ class FakeStream : public RequestStream {
     e.text = "x";
     return e;
   }
-  std::optional<StreamEvent> TryNext() override { return std::nullopt; }
+  // The ticker's: wakes the consumer while the stream is live.
+  void Tick() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (ended_) return;
+    }
+    if (on_event_) on_event_();
+  }
   void Cancel() override {
     std::lock_guard<std::mutex> lock(mu_);
     cancelled_ = true;
@@ -73,7 +91,9 @@ class FakeStream : public RequestStream {
  private:
   GenerateRequest request_;
   int error_after_;
+  std::function<void()> on_event_;
   std::mutex mu_;
+  std::chrono::steady_clock::time_point next_due_ = std::chrono::steady_clock::now();
   bool cancelled_ = false;
   bool ended_ = false;
   int emitted_ = 0;
@@ -87,12 +107,28 @@ class FakeEngine : public ServingEngine {
     limits_.context_length = limits_.max_prompt_tokens = limits_.max_tokens =
         config_.max_position_embeddings;
     limits_.vocab_size = config_.vocab_size;
+    ticker_ = std::thread([this] {
+      while (!stop_) {
+        std::this_thread::sleep_for(milliseconds(5));
+        std::vector<std::shared_ptr<FakeStream>> live;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          live = streams;
+        }
+        for (const auto& stream : live) stream->Tick();
+      }
+    });
+  }
+  ~FakeEngine() override {
+    stop_ = true;
+    ticker_.join();
   }
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerateRequest request,
-                                                        std::function<void()>) override {
+                                                        std::function<void()> on_event) override {
     std::lock_guard<std::mutex> lock(mu);
     if (!submit_status.ok()) return submit_status;
-    auto stream = std::make_shared<FakeStream>(std::move(request), error_after);
+    auto stream =
+        std::make_shared<FakeStream>(std::move(request), error_after, std::move(on_event));
     streams.push_back(stream);
     return stream;
   }
@@ -126,13 +162,21 @@ class FakeEngine : public ServingEngine {
   ModelConfig config_;
   ServingLimits limits_;
   std::unique_ptr<Tokenizer> tokenizer_;
+  std::atomic<bool> stop_{false};
+  std::thread ticker_;
 };
 
 HttpOptions Options() {
   HttpOptions options;
   options.served_model_names = {"tiny"};
-  options.max_body_bytes = 4096;
   options.request_timeout = std::chrono::seconds(1);
+  return options;
+}
+
+// The transport's limits for these tests: small bodies.
+HttpServerOptions Transport() {
+  HttpServerOptions options;
+  options.max_body_bytes = 4096;
   return options;
 }
 
@@ -154,7 +198,7 @@ void ExpectError(const httplib::Result& res, int status, const std::string& type
 TEST(HttpServiceFakeTest, EngineStatusesBecomeHttpStatuses) {
   FakeEngine engine;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   const std::string body = R"({"prompt": "hi", "max_tokens": 2})";
 
@@ -174,7 +218,7 @@ TEST(HttpServiceFakeTest, EngineStatusesBecomeHttpStatuses) {
 TEST(HttpServiceFakeTest, ReadinessFollowsDraining) {
   FakeEngine engine;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   EXPECT_EQ(client.Get("/health")->status, 200);
   EXPECT_EQ(client.Get("/ready")->status, 200);
@@ -186,7 +230,7 @@ TEST(HttpServiceFakeTest, ReadinessFollowsDraining) {
 TEST(HttpServiceFakeTest, RequestFieldsReachTheEngine) {
   FakeEngine engine;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   auto res = client.Post("/v1/completions",
                          R"({"model": "tiny", "prompt": [1, 2, 3], "max_tokens": 3,
@@ -211,7 +255,7 @@ TEST(HttpServiceFakeTest, RequestFieldsReachTheEngine) {
 TEST(HttpServiceFakeTest, ClientDisconnectCancelsTheStream) {
   FakeEngine engine;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   httplib::Request req;
   req.method = "POST";
@@ -238,7 +282,7 @@ TEST(HttpServiceFakeTest, ErrorAfterAcceptanceEndsTheStream) {
   FakeEngine engine;
   engine.error_after = 2;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   auto res = client.Post("/v1/chat/completions",
                          R"({"messages": [{"role": "user", "content": "hi"}], "stream": true})",
@@ -259,7 +303,7 @@ TEST(HttpServiceFakeTest, ErrorAfterAcceptanceEndsTheStream) {
 TEST(HttpServiceFakeTest, LimitsAndUnknownPaths) {
   FakeEngine engine;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   const std::string big = json{{"prompt", std::string(5000, 'a')}}.dump();
   ExpectError(client.Post("/v1/completions", big, "application/json"), 413, "invalid_request_error",
@@ -293,7 +337,7 @@ TEST(HttpServiceFakeTest, EveryAliasAndDefaultNameTheModel) {
   HttpOptions options = Options();
   options.served_model_names = {"tiny", "tiny-moe-v2"};
   HttpService service(engine, options);
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   auto models = client.Get("/v1/models");
   ASSERT_TRUE(models);
@@ -324,7 +368,7 @@ TEST(HttpServiceFakeTest, ModelsReportTheCapsNotJustTheContext) {
   engine.mutable_limits().max_prompt_tokens = 100;
   engine.mutable_limits().max_tokens = 50;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   auto models = client.Get("/v1/models");
   ASSERT_TRUE(models);
@@ -337,7 +381,7 @@ TEST(HttpServiceFakeTest, ModelsReportTheCapsNotJustTheContext) {
 TEST(HttpServiceFakeTest, MoreConcurrentStreamsThanHttplibsDefaultEightThreads) {
   FakeEngine engine;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   constexpr int kStreams = 16;
   std::atomic<bool> stop{false};
   std::vector<std::thread> clients;
@@ -370,7 +414,7 @@ TEST(HttpServiceFakeTest, MoreConcurrentStreamsThanHttplibsDefaultEightThreads) 
 TEST(HttpServiceFakeTest, NotServingRefusesNewRequests) {
   FakeEngine engine;
   HttpService service(engine, Options());
-  TestHttpServer server(service);
+  TestHttpServer server(service, Transport());
   httplib::Client client = server.Client();
   service.SetServing(false);
   EXPECT_EQ(client.Get("/ready")->status, 503);

@@ -37,9 +37,10 @@ class HttpServiceTest : public ::testing::Test {
     ASSERT_TRUE(engine.ok()) << engine.status();
     engine_ = engine->release();
     HttpOptions options;
-    options.max_body_bytes = kMaxBody;
     service_ = new HttpService(*engine_, options);
-    server_ = new TestHttpServer(*service_);
+    HttpServerOptions transport;
+    transport.max_body_bytes = kMaxBody;
+    server_ = new TestHttpServer(*service_, transport);
   }
   static void TearDownTestSuite() {
     delete server_;
@@ -328,6 +329,24 @@ TEST_F(HttpServiceTest, DisconnectAbortsTheGeneration) {
   EXPECT_TRUE(engine_->WaitIdle(milliseconds(30000)));
   const int64_t steps = engine_->Status().steps - steps_before;
   // 1,000 tokens take about 1,000 steps; the abort came long before.
+  EXPECT_LT(steps, 500) << "the request ran on after its client left";
+  EXPECT_EQ(engine_->Status().running + engine_->Status().waiting, 0);
+}
+
+// Not streamed: the client's hang-up is seen on its socket while the request runs, and
+// the request is aborted, not run to completion.
+TEST_F(HttpServiceTest, DisconnectAbortsANonStreamedGenerationToo) {
+  ASSERT_TRUE(engine_->WaitIdle(milliseconds(10000)));
+  const int64_t steps_before = engine_->Status().steps;
+  {
+    httplib::Client client = server_->Client();
+    client.set_read_timeout(0, 20'000);  // give up (and close) after 20 ms
+    const std::string body =
+        json{{"prompt", "hi"}, {"max_tokens", 1000}, {"ignore_eos", true}}.dump();
+    EXPECT_FALSE(client.Post("/v1/completions", body, "application/json"));
+  }
+  EXPECT_TRUE(engine_->WaitIdle(milliseconds(30000)));
+  const int64_t steps = engine_->Status().steps - steps_before;
   EXPECT_LT(steps, 500) << "the request ran on after its client left";
   EXPECT_EQ(engine_->Status().running + engine_->Status().waiting, 0);
 }

@@ -1,45 +1,44 @@
-// An httplib::Server with an HttpService on 127.0.0.1 and a free port, run on its own
-// thread, and a reader for SSE bodies: shared by the HTTP service tests.
+// An HttpServer (the Beast transport) with an HttpService on 127.0.0.1 and a free port,
+// and a reader for SSE bodies: shared by the HTTP service tests, whose client is
+// cpp-httplib's.
 #pragma once
 
 #include <httplib.h>
 
 #include <chrono>
+#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "server/http_server.h"
 #include "server/http_service.h"
 
 namespace moe::server::testing {
 
 class TestHttpServer {
  public:
-  explicit TestHttpServer(HttpService& service) {
-    service.Register(server_);
-    port_ = server_.bind_to_any_port("127.0.0.1");
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    for (int i = 0; i < 500 && !server_.is_running(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  explicit TestHttpServer(HttpService& service, HttpServerOptions options = {}) {
+    options.host = "127.0.0.1";
+    options.port = 0;
+    absl::StatusOr<std::unique_ptr<HttpServer>> server = HttpServer::Start(options, service);
+    if (!server.ok()) {
+      ADD_FAILURE() << server.status();
+      return;
     }
+    server_ = *std::move(server);
   }
-  ~TestHttpServer() {
-    server_.stop();
-    thread_.join();
-  }
-  int port() const { return port_; }
+  int port() const { return server_ ? server_->port() : -1; }
+  HttpServer& server() { return *server_; }
   httplib::Client Client() const {
-    httplib::Client client("127.0.0.1", port_);
+    httplib::Client client("127.0.0.1", port());
     client.set_read_timeout(120, 0);
     return client;
   }
 
  private:
-  httplib::Server server_;
-  int port_ = -1;
-  std::thread thread_;
+  std::unique_ptr<HttpServer> server_;
 };
 
 // The payloads of the "data: ..." events of an SSE body, in order (comments skipped).
