@@ -10,17 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
-out=$(mktemp)
-"$build/server/moe-server" --host 127.0.0.1 --grpc-port 0 --http-port 0 "$@" > "$out" &
-server=$!
-trap 'kill -TERM $server 2>/dev/null || true; wait $server 2>/dev/null || true; rm -f "$out"' EXIT
-# A large checkpoint takes minutes to load: wait while the server lives.
-until grep -q "http listening on" "$out"; do
-  kill -0 $server 2>/dev/null || { echo "serving_bench.sh: moe-server exited" >&2; exit 1; }
-  sleep 0.2
-done
-grpc_port=$(sed -n 's/.*grpc listening on .*:\([0-9]*\)$/\1/p' "$out")
-http_port=$(sed -n 's/.*http listening on .*:\([0-9]*\)$/\1/p' "$out")
+# shellcheck source=bench/start_server.sh
+source bench/start_server.sh
+start_server "$@"
 mkdir -p bench/results
 "$build/bench/serving_bench" --target "127.0.0.1:$grpc_port" \
   --metrics-url "http://127.0.0.1:$http_port" --dtype "${DTYPE:-bfloat16}" \
