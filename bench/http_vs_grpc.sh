@@ -3,7 +3,9 @@
 # moe-client bench runs at concurrency CONCURRENCY (32), one over each protocol, with the
 # same synthetic requests; prints TTFT p50/p99 and output tok/s per run and the medians of
 # the per-round HTTP/gRPC TTFT p50 and p99 ratios (exit 1 above 1.2), and writes $OUTPUT (default
-# bench/results/http_vs_grpc_cpu.json). Extra arguments go to moe-client bench.
+# bench/results/http_vs_grpc_cpu.json). RATE=R runs an open loop at R requests/s instead
+# (the same offered load on both protocols); SERVER_ARGS are extra moe-server flags.
+# Extra arguments go to moe-client bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
@@ -11,12 +13,15 @@ rounds=${ROUNDS:-3}
 work=$(mktemp -d)
 # shellcheck source=bench/start_server.sh
 source bench/start_server.sh
-start_server
+# shellcheck disable=SC2086
+start_server ${SERVER_ARGS:-}
 run() {  # protocol round
   local endpoint
   if [ "$1" = http ]; then endpoint=(--url "http://127.0.0.1:$http_port"); else
     endpoint=(--target "127.0.0.1:$grpc_port"); fi
-  "$build/client/moe-client" bench "${endpoint[@]}" --concurrency "${CONCURRENCY:-32}" \
+  local load=(--concurrency "${CONCURRENCY:-32}")
+  if [ -n "${RATE:-}" ]; then load=(--request-rate "$RATE"); fi
+  "$build/client/moe-client" bench "${endpoint[@]}" "${load[@]}" \
     --num-requests "${NUM_REQUESTS:-256}" --warmup "${WARMUP:-32}" --ignore-eos \
     --input-len 128 --output-len 64 --seed 0 --output "$work/$1_$2.json" "${@:3}" > /dev/null
 }

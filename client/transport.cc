@@ -11,6 +11,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -163,7 +165,10 @@ class OpenAiHttpTransport final : public Transport {
     if (options.ignore_eos) body["ignore_eos"] = true;
 
     RequestRecord record;
-    httplib::Client client(base_url_);
+    // A keep-alive connection from the pool, as HTTP clients (the openai package's
+    // httpx, browsers) reuse theirs; returned only after a clean response.
+    std::unique_ptr<httplib::Client> pooled = Acquire();
+    httplib::Client& client = *pooled;
     const auto timeout_s = std::chrono::duration_cast<std::chrono::seconds>(options.timeout);
     client.set_connection_timeout(std::min<int64_t>(timeout_s.count(), 10), 0);
     client.set_read_timeout(timeout_s.count(), 0);
@@ -290,6 +295,7 @@ class OpenAiHttpTransport final : public Transport {
       record.error_message = "the event stream ended before [DONE]";
     }
     if (record.output_tokens == 0) record.output_tokens = counted;
+    if (record.error.empty()) Release(std::move(pooled));
     return record;
   }
 
@@ -321,8 +327,29 @@ class OpenAiHttpTransport final : public Transport {
   void set_model(std::string model) { model_ = std::move(model); }
 
  private:
+  std::unique_ptr<httplib::Client> Acquire() {
+    {
+      std::lock_guard<std::mutex> lock(pool_mu_);
+      if (!idle_.empty()) {
+        std::unique_ptr<httplib::Client> client = std::move(idle_.back());
+        idle_.pop_back();
+        return client;
+      }
+    }
+    auto client = std::make_unique<httplib::Client>(base_url_);
+    client->set_keep_alive(true);
+    client->set_tcp_nodelay(true);  // a request is head + body: no Nagle wait between them
+    return client;
+  }
+  void Release(std::unique_ptr<httplib::Client> client) {
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    idle_.push_back(std::move(client));
+  }
+
   std::string base_url_;
   std::string model_;
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<httplib::Client>> idle_;  // guarded by pool_mu_
 };
 
 }  // namespace

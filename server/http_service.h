@@ -62,7 +62,8 @@ class HttpService : public HttpHandler {
   // HttpHandler. A generation request answers with a PendingResponse (non-streamed) or a
   // ResponseStream (SSE) over its engine request, whose on_event is `wake`.
   HttpReply Handle(const HttpRequest& request, std::function<void()> wake) override;
-  // GET and HEAD requests: none tokenizes or waits on the engine.
+  // GET and HEAD requests (none tokenizes or waits on the engine), and bodies up to
+  // 16 KiB: the rest are parsed and tokenized on the transport's workers.
   bool Inline(const HttpRequest& request) const override;
   HttpResponse TransportError(int status, std::string message) const override;
 

@@ -140,13 +140,13 @@ class ScriptHandler : public HttpHandler {
 // A blocking client socket with a receive timeout.
 class RawClient {
  public:
-  explicit RawClient(int port, milliseconds timeout = milliseconds(5000)) {
+  explicit RawClient(int port, milliseconds timeout = milliseconds(5000), bool nodelay = true) {
     fd_ = socket(AF_INET, SOCK_STREAM, 0);
     timeval tv{static_cast<time_t>(timeout.count() / 1000),
                static_cast<suseconds_t>(timeout.count() % 1000 * 1000)};
     setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (nodelay) setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
     addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -292,6 +292,25 @@ TEST_F(HttpTransportTest, KeepAliveHeadAndExpectContinue) {
   EXPECT_NE(final_response.find("POST /e abc"), std::string::npos) << final_response;
 }
 
+// A keep-alive client with Nagle's algorithm on writes a request's head and body
+// separately and holds the body until the head is acknowledged: without an immediate ack
+// from the server, every request after the first waits out the delayed-ack timer (40 ms).
+TEST_F(HttpTransportTest, ANagleClientOnAReusedConnectionIsNotDelayed) {
+  Start();
+  RawClient c(port(), milliseconds(5000), /*nodelay=*/false);
+  const std::string head = "POST /n HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n";
+  std::vector<double> latencies;
+  for (int i = 0; i < 10; ++i) {
+    const auto start = Clock::now();
+    ASSERT_TRUE(c.Send(head));
+    ASSERT_TRUE(c.Send("body"));
+    ASSERT_NE(c.ReadUntilHas("POST /n body").find("POST /n body"), std::string::npos);
+    latencies.push_back(MsSince(start));
+  }
+  std::sort(latencies.begin(), latencies.end());
+  EXPECT_LT(latencies[latencies.size() / 2], 20) << "median request time on one connection";
+}
+
 TEST_F(HttpTransportTest, TransportErrorsAreAnsweredAndTheServerGoesOn) {
   HttpServerOptions options;
   options.max_body_bytes = 1000;
@@ -334,6 +353,19 @@ TEST_F(HttpTransportTest, IdleKeepAliveConnectionsCloseAfterTheIdleTimeout) {
   EXPECT_TRUE(c.ClosedByPeer());
   EXPECT_GE(MsSince(start), 150);
   EXPECT_LT(MsSince(start), 2000);
+}
+
+TEST_F(HttpTransportTest, ABodyThatStallsIsClosedAtTheBodyDeadline) {
+  HttpServerOptions options;
+  options.body_timeout = milliseconds(300);
+  Start(options);
+  RawClient c(port());
+  const auto start = Clock::now();
+  c.Send("POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b");
+  EXPECT_TRUE(c.ClosedByPeer());
+  EXPECT_GE(MsSince(start), 250);
+  EXPECT_LT(MsSince(start), 3000);
+  EXPECT_EQ(handler_.counters.handled.load(), 0);
 }
 
 // Clients that send their head one byte at a time are closed at the head deadline, and
