@@ -273,7 +273,7 @@ class Connection {
       } else if (reply.pending) {
         ok = co_await WritePending(*reply.pending);
       } else {
-        ok = co_await WriteWhole(reply.response);
+        ok = co_await WriteWhole(std::move(reply.response));
       }
       if (!ok || !keep_alive_) break;
     }
@@ -300,7 +300,7 @@ class Connection {
     message.keep_alive(KeepAlive());
   }
 
-  asio::awaitable<bool> WriteWhole(const HttpResponse& response) {
+  asio::awaitable<bool> WriteWhole(HttpResponse response) {
     Lowest().expires_after(core_.options.write_timeout);
     if (head_only_) {
       http::response<http::empty_body> message;
@@ -315,7 +315,7 @@ class Connection {
     http::response<http::string_body> message;
     message.result(static_cast<unsigned>(response.status));
     SetHeaders(message, response);
-    message.body() = response.body;
+    message.body() = std::move(response.body);
     message.prepare_payload();
     auto [ec, n] = co_await http::async_write(stream_, message, kNoThrow);
     co_return !ec;
@@ -386,7 +386,7 @@ class Connection {
       }
     }
     if (core_.cutting) Lowest().expires_after(kCloseTimeout);
-    co_return co_await WriteWhole(*response);
+    co_return co_await WriteWhole(*std::move(response));
   }
 
   asio::awaitable<bool> WriteChunk(const std::string& data) {

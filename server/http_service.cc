@@ -1,7 +1,6 @@
 #include "server/http_service.h"
 
 #include <atomic>
-#include <csignal>
 #include <ctime>
 #include <mutex>
 #include <random>
