@@ -46,7 +46,10 @@ done | sort -u | while read -r soname path; do
 done
 
 for f in "$dir"/bin/*; do
-  readelf -d "$f" | grep -q 'RPATH.*\$ORIGIN/../lib' ||
+  # grep reads readelf's whole output: under pipefail, grep -q exiting at the first match
+  # could leave readelf killed by SIGPIPE and fail a binary that has the RPATH.
+  dyn=$(readelf -d "$f")
+  grep -q 'RPATH.*\$ORIGIN/../lib' <<<"$dyn" ||
     { echo "make_bundle: $f has no RPATH \$ORIGIN/../lib (rebuild with this CMakeLists.txt)" >&2; exit 1; }
 done
 cp -r "$root/models/default" "$dir/share/moe-serve/models/"

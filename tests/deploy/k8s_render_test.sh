@@ -83,7 +83,7 @@ for overlay in "$k8s"/overlays/*/; do
     case " $svc_ports" in *" $p "*) ;; *) fail "$name: probe port $p is not a Service port" ;; esac
   done
   [ "$(probe_ports "$out" | wc -l)" -eq 3 ] || fail "$name: expected 3 probes"
-  probe_block "$out" readinessProbe | grep -q '^ *grpc:' \
+  grep -q '^ *grpc:' <<<"$(probe_block "$out" readinessProbe)" \
     || fail "$name: readinessProbe is not gRPC"
   # Drain fits in the grace period.
   grace=$(field "$out" Deployment terminationGracePeriodSeconds)

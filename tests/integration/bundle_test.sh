@@ -28,7 +28,7 @@ dir=$(echo "$work"/unpacked/moe-serve-*)
 #    the bundle's lib/.
 for b in moe-server moe-generate moe-client; do
   out=$(env -i PATH=/usr/bin:/bin ldd "$dir/bin/$b")
-  echo "$out" | grep -q "not found" && fail "$b: missing libraries:\n$out"
+  grep -q "not found" <<<"$out" && fail "$b: missing libraries:\n$out"
   while read -r soname path; do
     case "$soname" in
       linux-vdso.so.*|ld-linux*|libc.so.*|libm.so.*|libpthread.so.*|libdl.so.*|librt.so.*|libresolv.so.*) continue ;;
@@ -56,7 +56,7 @@ echo "bundle_test: BUNDLE requires glibc >= $glibc_min (this machine: $host)"
 # 2. moe-generate with the bundled default model, clean environment.
 out=$(env -i PATH=/usr/bin:/bin "$dir/bin/moe-generate" --prompt "In the beginning" \
       --max-tokens 8 2>&1) || fail "moe-generate exited non-zero: $out"
-echo "$out" | grep -q "8 generated" || fail "moe-generate did not generate: $out"
+grep -q "8 generated" <<<"$out" || fail "moe-generate did not generate: $out"
 
 # 3. moe-server from the bundle: it loads the bundled model, prints its ports, and drains on
 #    SIGTERM with exit status 0.
