@@ -9,15 +9,31 @@
 
 namespace moe {
 
+// How a sequence's tokens are routed in every MoE layer, when not by the model's own rule
+// (DESIGN.md section 6; specs 1.1 and 4.1). At most one of the three is meant to be set;
+// where more are, weak_rank wins, then top_k.
+struct RoutingOverride {
+  int32_t weak_rank = 0;  // r >= 1: SCMoE weak routing, only the r-th ranked expert
+  int32_t top_k = 0;      // n >= 1: the n most probable experts instead of the model's k
+  float top_p = 0.f;      // P in (0, 1]: the smallest prefix whose mass exceeds P
+
+  bool any() const { return weak_rank != 0 || top_k != 0 || top_p != 0.f; }
+  // Experts a token may use under it: the slots the MoE layer must leave room for.
+  int max_experts(int model_top_k, int num_experts) const {
+    if (weak_rank > 0) return 1;
+    if (top_k > 0) return top_k;
+    if (top_p > 0.f) return num_experts;
+    return model_top_k;
+  }
+};
+
 struct BatchSequence {
   const int32_t* block_table = nullptr;  // blocks covering [0, start_pos + num_tokens)
   int32_t start_pos = 0;                 // tokens of this sequence already in the KV cache
   int32_t num_tokens = 0;                // new tokens in this step
   int32_t first_token = 0;               // index of its first new token in the flat batch
   bool sample = false;                   // produce logits at its last new token
-  // SCMoE weak routing for this sequence's tokens: 0 = the model's own routing,
-  // r >= 1 = only the r-th ranked expert (DESIGN.md section 6).
-  int32_t weak_rank = 0;
+  RoutingOverride routing;               // none: the model's own routing
 };
 
 struct Batch {
@@ -32,14 +48,14 @@ struct Batch {
 
   // Appends `tokens` of a sequence that already has `start_pos` tokens cached.
   void AddSequence(std::span<const int32_t> tokens, int32_t start_pos, const int32_t* block_table,
-                   bool sample, int32_t weak_rank = 0) {
+                   bool sample, RoutingOverride routing = {}) {
     BatchSequence s;
     s.block_table = block_table;
     s.start_pos = start_pos;
     s.num_tokens = static_cast<int32_t>(tokens.size());
     s.first_token = num_tokens();
     s.sample = sample;
-    s.weak_rank = weak_rank;
+    s.routing = routing;
     const int32_t index = static_cast<int32_t>(seqs.size());
     for (size_t i = 0; i < tokens.size(); ++i) {
       token_ids.push_back(tokens[i]);

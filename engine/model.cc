@@ -51,7 +51,8 @@ struct Model::Impl {
   int64_t attention_weight_bytes = 0;   // of one layer's q/k/v/o (the same in every layer)
   std::unique_ptr<Workspace> ws, moe_ws;
   std::vector<const int32_t*> block_tables;
-  std::vector<int32_t> weak_rank, logit_rows;
+  std::vector<int32_t> weak_rank, route_top_k, logit_rows;
+  std::vector<float> route_top_p;
 
   absl::Status CheckBatch(const Batch& batch, const KvStorage& kv) const;
   absl::Status Attention(int layer, const LayerWeights& w, const Batch& batch, KvStorage& kv,
@@ -88,6 +89,19 @@ absl::Status Model::Impl::CheckBatch(const Batch& batch, const KvStorage& kv) co
           batch.positions[t] != seq.start_pos + i) {
         return absl::InvalidArgumentError(
             absl::StrCat("batch: tokens of sequence ", s, " are not contiguous and in order"));
+      }
+    }
+    const RoutingOverride& r = seq.routing;
+    if (r.any()) {
+      if (cfg.num_experts == 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "batch: sequence ", s, " overrides its routing, but the model has no routed experts"));
+      }
+      if (r.weak_rank < 0 || r.weak_rank > cfg.num_experts || r.top_k < 0 ||
+          r.top_k > cfg.num_experts || !(r.top_p >= 0.f && r.top_p <= 1.f)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "batch: sequence ", s, "'s routing (weak_rank ", r.weak_rank, ", top_k ", r.top_k,
+            ", top_p ", r.top_p, ") is outside [1, ", cfg.num_experts, "] experts or (0, 1]"));
       }
     }
     const int last_pos = seq.start_pos + seq.num_tokens - 1;
@@ -350,12 +364,31 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   if (T == 0) return absl::OkStatus();
 
   m.block_tables.resize(batch.seqs.size());
-  m.weak_rank.resize(T);
-  bool any_weak = false;
-  for (size_t s = 0; s < batch.seqs.size(); ++s) m.block_tables[s] = batch.seqs[s].block_table;
-  for (int t = 0; t < T; ++t) {
-    m.weak_rank[t] = batch.seqs[batch.token_seq[t]].weak_rank;
-    any_weak = any_weak || m.weak_rank[t] != 0;
+  // Per-token routing overrides, when any sequence has one; the MoE layers leave room for
+  // the most experts any token may use.
+  TokenRouting routing;
+  bool any_override = false;
+  for (size_t s = 0; s < batch.seqs.size(); ++s) {
+    m.block_tables[s] = batch.seqs[s].block_table;
+    const RoutingOverride& r = batch.seqs[s].routing;
+    if (!r.any()) continue;
+    any_override = true;
+    routing.slots = std::max(routing.slots, r.max_experts(cfg.top_k, cfg.num_experts));
+  }
+  if (any_override) {
+    routing.slots = std::max(routing.slots, cfg.top_k);
+    m.weak_rank.resize(T);
+    m.route_top_k.resize(T);
+    m.route_top_p.resize(T);
+    for (int t = 0; t < T; ++t) {
+      const RoutingOverride& r = batch.seqs[batch.token_seq[t]].routing;
+      m.weak_rank[t] = r.weak_rank;
+      m.route_top_k[t] = r.top_k;
+      m.route_top_p[t] = r.top_p;
+    }
+    routing.weak_rank = m.weak_rank.data();
+    routing.top_k = m.route_top_k.data();
+    routing.top_p = m.route_top_p.data();
   }
 
   const size_t TH = static_cast<size_t>(T) * H;
@@ -371,7 +404,7 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.post_norm, T, H, cfg.rms_norm_eps, h}));
     if (w.is_moe) {
       MOE_RETURN_IF_ERROR(RunMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
-                                      any_weak ? m.weak_rank.data() : nullptr, *m.moe_ws, tmp,
+                                      any_override ? &routing : nullptr, *m.moe_ws, tmp,
                                       out->expert_tokens.data() + static_cast<size_t>(layer) * E));
     } else {
       MOE_RETURN_IF_ERROR(m.DenseMlp(w, h, T, tmp));

@@ -1,5 +1,6 @@
 #include "engine/moe_layer.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "base/status_macros.h"
@@ -27,9 +28,11 @@ enum Slot {
 }  // namespace
 
 absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
-                         int layer, const float* x, int num_tokens, const int32_t* weak_rank,
+                         int layer, const float* x, int num_tokens, const TokenRouting* routing,
                          Workspace& ws, float* out, int32_t* expert_tokens) {
-  const int T = num_tokens, H = spec.hidden, E = spec.num_experts, K = spec.top_k;
+  const int T = num_tokens, H = spec.hidden, E = spec.num_experts;
+  // K from here on is the slots per token: the model's top-k, or more for overrides.
+  const int K = routing != nullptr && routing->slots > 0 ? routing->slots : spec.top_k;
   const int I = spec.inter;
   const size_t P = static_cast<size_t>(T) * K;
   if (T == 0) return absl::OkStatus();
@@ -50,9 +53,14 @@ absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSourc
   gp.router_logits = logits;
   gp.num_tokens = T;
   gp.num_experts = E;
-  gp.top_k = K;
+  gp.top_k = spec.top_k;
+  gp.slots = K;
   gp.renormalize = spec.renormalize;
-  gp.weak_rank = weak_rank;
+  if (routing != nullptr) {
+    gp.weak_rank = routing->weak_rank;
+    gp.route_top_k = routing->top_k;
+    gp.route_top_p = routing->top_p;
+  }
   gp.topk_ids = ids;
   gp.topk_weights = weights;
   MOE_RETURN_IF_ERROR(backend.Gating(gp));
@@ -77,10 +85,13 @@ absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSourc
     for (int e = 0; e < E; ++e) expert_tokens[e] = host_offsets[e + 1] - host_offsets[e];
   }
   MOE_ASSIGN_OR_RETURN(ExpertWeights ew, experts.Acquire(layer, host_offsets));
-  MOE_ASSIGN_OR_RETURN(float* gathered, ws.Get<float>(kGatheredX, P * H));
-  MOE_ASSIGN_OR_RETURN(float* gate_up, ws.Get<float>(kGateUp, P * 2 * I));
-  MOE_ASSIGN_OR_RETURN(float* act, ws.Get<float>(kAct, P * I));
-  MOE_ASSIGN_OR_RETURN(float* expert_y, ws.Get<float>(kExpertY, P * H));
+  // The expert rows are the used slots only: with top-p overrides K is E, but the rows
+  // stay the tokens' actual expert counts.
+  const size_t rows = static_cast<size_t>(std::max(host_offsets[E], 1));
+  MOE_ASSIGN_OR_RETURN(float* gathered, ws.Get<float>(kGatheredX, rows * H));
+  MOE_ASSIGN_OR_RETURN(float* gate_up, ws.Get<float>(kGateUp, rows * 2 * I));
+  MOE_ASSIGN_OR_RETURN(float* act, ws.Get<float>(kAct, rows * I));
+  MOE_ASSIGN_OR_RETURN(float* expert_y, ws.Get<float>(kExpertY, rows * H));
   kernels::ExpertFfnParams ep;
   ep.x = x;
   ep.sorted_pairs = sorted;

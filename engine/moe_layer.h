@@ -28,11 +28,20 @@ struct MoeLayerSpec {
   kernels::MatrixRef shared_gate;     // [1, H]
 };
 
-// out[T, H] = MoE(x[T, H]). weak_rank ([T], compute memory, or nullptr): per-token routing
-// override of GatingParams. expert_tokens (host [E], or nullptr): tokens routed to each
-// expert. `ws` holds the layer's scratch between calls.
+// Per-token routing overrides of one step, as GatingParams takes them: arrays [T] in
+// compute memory, or nullptr; `slots` (0: the model's K) is at least every token's count.
+struct TokenRouting {
+  const int32_t* weak_rank = nullptr;
+  const int32_t* top_k = nullptr;
+  const float* top_p = nullptr;
+  int slots = 0;
+};
+
+// out[T, H] = MoE(x[T, H]). routing: the step's per-token overrides, or nullptr.
+// expert_tokens (host [E], or nullptr): tokens routed to each expert. `ws` holds the
+// layer's scratch between calls.
 absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
-                         int layer, const float* x, int num_tokens, const int32_t* weak_rank,
+                         int layer, const float* x, int num_tokens, const TokenRouting* routing,
                          Workspace& ws, float* out, int32_t* expert_tokens);
 
 }  // namespace moe

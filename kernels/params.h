@@ -201,12 +201,26 @@ struct GatingParams {
   int num_experts = 0;                   // E
   int top_k = 0;                         // K
   bool renormalize = false;              // divide the k weights by their sum
-  // Optional per-token override, nullptr = none. 0: the model's rule. r >= 1: SCMoE
-  // rank-r routing: only the expert ranked r (1-based) by probability, weight 1.0; the
-  // other K-1 slots get id -1 and weight 0.
-  const int32_t* weak_rank = nullptr;  // [T]
-  int32_t* topk_ids = nullptr;         // [T, K] out; -1 marks an unused slot
-  float* topk_weights = nullptr;       // [T, K] out; fp32
+  // Per-token overrides ([T] each, nullptr = none; 0 in a row = not set). The first one
+  // set wins, in this order:
+  //  - weak_rank r >= 1: SCMoE rank-r routing (specs 1.1): only the expert ranked r
+  //    (1-based) by probability; its weight is 1.0 where the model renormalizes and its
+  //    raw probability where it does not.
+  //  - route_top_k n >= 1: the n most probable experts instead of K, renormalized as the
+  //    model renormalizes.
+  //  - route_top_p P > 0: the smallest prefix of experts by probability whose cumulative
+  //    mass (fp32, summed in rank order) exceeds P, at least one expert and all E if no
+  //    prefix does (specs 4.1); raw probabilities as weights.
+  const int32_t* weak_rank = nullptr;    // [T]
+  const int32_t* route_top_k = nullptr;  // [T]
+  const float* route_top_p = nullptr;    // [T]
+  // Slots per token in topk_ids and topk_weights: 0 means K. At least K and at least every
+  // override's count (n for top_k, E where top_p is set).
+  int slots = 0;
+  int32_t* topk_ids = nullptr;    // [T, slots] out; -1 marks an unused slot
+  float* topk_weights = nullptr;  // [T, slots] out; fp32
+
+  int slot_count() const { return slots > 0 ? slots : top_k; }
 };
 
 // Histogram per expert, exclusive scan, stable counting sort of the (token, slot) pairs.

@@ -25,12 +25,30 @@ absl::Status CanImplement(const GatingParams& p) {
     return absl::InvalidArgumentError(
         absl::StrFormat("gating: K=%d outside [1, E=%d]", p.top_k, p.num_experts));
   }
+  if (p.slots != 0 && (p.slots < p.top_k || p.slots > p.num_experts)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("gating: slots=%d outside [K=%d, E=%d]", p.slots, p.top_k, p.num_experts));
+  }
+  const int S = p.slot_count();
+  for (int t = 0; t < p.num_tokens; ++t) {
+    const int rank = p.weak_rank != nullptr ? p.weak_rank[t] : 0;
+    const int n = p.route_top_k != nullptr ? p.route_top_k[t] : 0;
+    const float top_p = p.route_top_p != nullptr ? p.route_top_p[t] : 0.f;
+    if (rank < 0 || n < 0 || n > S || !(top_p >= 0.f && top_p <= 1.f) ||
+        (rank == 0 && n == 0 && top_p > 0.f && S < p.num_experts)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "gating: token %d's routing (weak_rank %d, top_k %d, top_p %g) does not fit E=%d, "
+          "slots=%d",
+          t, rank, n, top_p, p.num_experts, S));
+    }
+  }
   return absl::OkStatus();
 }
 
 void Gating(const GatingParams& p) {
   const int E = p.num_experts;
   const int K = p.top_k;
+  const int S = p.slot_count();
   std::vector<float> prob(E);
   std::vector<int32_t> order(E);
   for (int t = 0; t < p.num_tokens; ++t) {
@@ -45,33 +63,49 @@ void Gating(const GatingParams& p) {
     }
     for (int e = 0; e < E; ++e) prob[e] /= sum;
 
-    const int rank = p.weak_rank != nullptr ? p.weak_rank[t] : 0;
-    const int needed = rank > 0 ? std::min(rank, E) : K;
+    // A rank past E means the last (the CUDA kernel clamps the same way).
+    const int rank = p.weak_rank != nullptr ? std::min(p.weak_rank[t], E) : 0;
+    const int top_k = rank > 0 || p.route_top_k == nullptr ? 0 : p.route_top_k[t];
+    const float top_p = rank > 0 || top_k > 0 || p.route_top_p == nullptr ? 0.f : p.route_top_p[t];
+    const int needed = rank > 0 ? rank : top_k > 0 ? top_k : top_p > 0.f ? E : K;
     // Partial sort by descending probability; equal probabilities keep the lower id first.
     std::iota(order.begin(), order.end(), 0);
     std::partial_sort(
         order.begin(), order.begin() + needed, order.end(),
         [&](int32_t a, int32_t b) { return prob[a] > prob[b] || (prob[a] == prob[b] && a < b); });
-    int32_t* ids = p.topk_ids + static_cast<size_t>(t) * K;
-    float* w = p.topk_weights + static_cast<size_t>(t) * K;
+    int32_t* ids = p.topk_ids + static_cast<size_t>(t) * S;
+    float* w = p.topk_weights + static_cast<size_t>(t) * S;
+    std::fill(ids, ids + S, -1);
+    std::fill(w, w + S, 0.f);
     if (rank > 0) {
-      // SCMoE rank-r weak routing: one expert, weight 1.0 after renormalisation.
-      ids[0] = order[needed - 1];
-      w[0] = 1.f;
-      for (int j = 1; j < K; ++j) {
-        ids[j] = -1;
-        w[j] = 0.f;
-      }
+      // SCMoE rank-r weak routing: one expert; renormalized over itself its weight is 1.
+      ids[0] = order[rank - 1];
+      w[0] = p.renormalize ? 1.f : prob[order[rank - 1]];
       continue;
     }
+    int count = needed;
+    bool renormalize = p.renormalize;
+    if (top_p > 0.f) {
+      // The first rank whose cumulative mass exceeds P, strictly; none: every expert.
+      float mass = 0.f;
+      count = E;
+      for (int j = 0; j < E; ++j) {
+        mass += prob[order[j]];
+        if (mass > top_p) {
+          count = j + 1;
+          break;
+        }
+      }
+      renormalize = false;
+    }
     float wsum = 0.f;
-    for (int j = 0; j < K; ++j) {
+    for (int j = 0; j < count; ++j) {
       ids[j] = order[j];
       w[j] = prob[order[j]];
       wsum += w[j];
     }
-    if (p.renormalize) {
-      for (int j = 0; j < K; ++j) w[j] /= wsum;
+    if (renormalize) {
+      for (int j = 0; j < count; ++j) w[j] /= wsum;
     }
   }
 }

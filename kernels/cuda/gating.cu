@@ -1,4 +1,5 @@
-// Fused routing: softmax -> top-k -> renormalise (or SCMoE rank-r), one warp per token.
+// Fused routing: softmax -> top-k -> renormalise (or the per-token SCMoE rank-r, top-k or
+// top-p override), one warp per token.
 // Mirrors kernels::cpu::Gating (kernels/cpu/moe.cc) operation by operation: fp32 softmax with
 // the max subtracted and a division by the sum, top-k by descending probability with ties
 // to the lower expert id, renormalisation by the sum of the k weights in slot order.
@@ -72,12 +73,21 @@ __global__ void SoftmaxTopKKernel(GatingParams p) {
   for (int e = lane; e < E; e += kWarpSize) prob[e] = prob[e] / sum;
   __syncwarp();
 
-  const int rank = p.weak_rank != nullptr ? p.weak_rank[t] : 0;
-  const int needed = rank > 0 ? min(rank, E) : K;
-  int32_t* ids = p.topk_ids + static_cast<size_t>(t) * K;
-  float* w = p.topk_weights + static_cast<size_t>(t) * K;
-  float wsum = 0.f;  // same value in every lane
-  int chosen = -1;
+  // The overrides as kernels::cpu::Gating reads them: weak_rank, then top_k, then top_p.
+  const int S = p.slots > 0 ? p.slots : K;
+  const int rank = p.weak_rank != nullptr ? min(p.weak_rank[t], E) : 0;
+  const int top_k = rank > 0 || p.route_top_k == nullptr ? 0 : p.route_top_k[t];
+  const float top_p = rank > 0 || top_k > 0 || p.route_top_p == nullptr ? 0.f : p.route_top_p[t];
+  const int needed = rank > 0 ? rank : top_k > 0 ? top_k : top_p > 0.f ? E : K;
+  int32_t* ids = p.topk_ids + static_cast<size_t>(t) * S;
+  float* w = p.topk_weights + static_cast<size_t>(t) * S;
+  for (int j = lane; j < S; j += kWarpSize) {
+    ids[j] = -1;
+    w[j] = 0.f;
+  }
+  __syncwarp();
+  float wsum = 0.f;  // same value in every lane: the weights in slot order
+  int count = 0;
   for (int j = 0; j < needed; ++j) {
     float best = kTaken;
     int best_index = INT_MAX;
@@ -90,29 +100,28 @@ __global__ void SoftmaxTopKKernel(GatingParams p) {
       }
     }
     WarpArgMax(best, best_index);
-    chosen = best_index;
-    if (rank == 0) {
+    if (rank > 0) {
+      // SCMoE rank-r weak routing: only the r-th; renormalized over itself it weighs 1.
+      if (j == rank - 1 && lane == 0) {
+        ids[0] = best_index;
+        w[0] = p.renormalize ? 1.f : best;
+      }
+    } else {
       if (lane == 0) {
         ids[j] = best_index;
         w[j] = best;
       }
       wsum += best;
+      count = j + 1;
     }
     if (best_index < E && lane == best_index % kWarpSize) prob[best_index] = kTaken;
     __syncwarp();
+    // top-p: stop at the first rank whose cumulative mass exceeds P (none: all E).
+    if (rank == 0 && top_p > 0.f && wsum > top_p) break;  // warp-uniform
   }
-
-  if (rank > 0) {
-    for (int j = lane; j < K; j += kWarpSize) {
-      ids[j] = j == 0 ? chosen : -1;
-      w[j] = j == 0 ? 1.f : 0.f;
-    }
-    return;
-  }
-  if (p.renormalize) {
-    __syncwarp();  // lane 0's weights are visible to the warp
-    for (int j = lane; j < K; j += kWarpSize) w[j] = w[j] / wsum;
-  }
+  if (rank > 0 || top_p > 0.f || !p.renormalize) return;  // top-p keeps raw probabilities
+  __syncwarp();  // lane 0's weights are visible to the warp
+  for (int j = lane; j < count; j += kWarpSize) w[j] = w[j] / wsum;
 }
 
 }  // namespace
@@ -132,7 +141,13 @@ absl::Status CanImplement(const GatingParams& p) {
     return absl::InvalidArgumentError(
         absl::StrFormat("gating: K=%d outside [1, E=%d]", p.top_k, p.num_experts));
   }
-  // T*K and T*E index with size_t; the grid's x dimension holds ceil(T / 4).
+  if (p.slots != 0 && (p.slots < p.top_k || p.slots > p.num_experts)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("gating: slots=%d outside [K=%d, E=%d]", p.slots, p.top_k, p.num_experts));
+  }
+  // The per-token overrides are in device memory: the caller sizes `slots` for them (the
+  // CPU kernel checks each row). T*K and T*E index with size_t; the grid's x dimension
+  // holds ceil(T / 4).
   return absl::OkStatus();
 }
 

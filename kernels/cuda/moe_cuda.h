@@ -23,9 +23,9 @@ inline constexpr int kMaxExperts = ::moe::kernels::kMaxExperts;
 
 // ---------------------------------------------------------------------------- gating
 // kernels::GatingParams (device pointers): p = softmax_fp32(logits); the K largest p in
-// descending order, ties to the lower expert id; optional renormalisation. weak_rank[t]
-// = r >= 1 selects only the expert ranked r (1-based) with weight 1.0 and marks the other
-// K-1 slots id -1, weight 0. One warp per token.
+// descending order, ties to the lower expert id; optional renormalisation; the per-token
+// weak_rank, route_top_k and route_top_p overrides exactly as kernels/params.h states them
+// (unused slots id -1, weight 0). One warp per token.
 absl::Status CanImplement(const GatingParams& p);
 absl::Status LaunchGating(const GatingParams& p, cudaStream_t stream);
 

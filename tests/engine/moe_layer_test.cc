@@ -120,9 +120,17 @@ std::vector<double> Ffn(const std::vector<float>& gu, const std::vector<float>& 
   return y;
 }
 
-// The layer for each token in plain double-precision loops. weak_rank as GatingParams.
-std::vector<double> Naive(const Layer& l, const std::vector<float>& x,
-                          const std::vector<int32_t>& weak_rank, std::vector<int32_t>* counts) {
+// Per-token overrides as GatingParams takes them; empty vectors: none.
+struct Routes {
+  std::vector<int32_t> weak, top_k;
+  std::vector<float> top_p;
+  int slots = 0;
+};
+
+// The layer for each token in plain double-precision loops, the overrides as GatingParams
+// states them (top-p's cumulative mass in fp32 in rank order, as the kernel sums it).
+std::vector<double> Naive(const Layer& l, const std::vector<float>& x, const Routes& routes,
+                          std::vector<int32_t>* counts) {
   const MoeCase& c = l.c;
   std::vector<double> out(static_cast<size_t>(c.T) * c.H, 0.0);
   counts->assign(c.E, 0);
@@ -143,13 +151,24 @@ std::vector<double> Naive(const Layer& l, const std::vector<float>& x,
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
     std::vector<std::pair<int, double>> chosen;
-    const int rank = weak_rank.empty() ? 0 : weak_rank[t];
+    const int rank = routes.weak.empty() ? 0 : routes.weak[t];
+    const int top_k = rank > 0 || routes.top_k.empty() ? 0 : routes.top_k[t];
+    const float top_p = rank > 0 || top_k > 0 || routes.top_p.empty() ? 0.f : routes.top_p[t];
     if (rank > 0) {
-      chosen.push_back({order[std::min(rank, c.E) - 1], 1.0});
+      const int e = order[rank - 1];
+      chosen.push_back({e, c.renormalize ? 1.0 : p[e]});
+    } else if (top_p > 0.f) {
+      float mass = 0.f;
+      for (int j = 0; j < c.E; ++j) {
+        chosen.push_back({order[j], p[order[j]]});
+        mass += static_cast<float>(p[order[j]]);
+        if (mass > top_p) break;
+      }
     } else {
+      const int n = top_k > 0 ? top_k : c.K;
       double wsum = 0;
-      for (int j = 0; j < c.K; ++j) wsum += p[order[j]];
-      for (int j = 0; j < c.K; ++j) {
+      for (int j = 0; j < n; ++j) wsum += p[order[j]];
+      for (int j = 0; j < n; ++j) {
         chosen.push_back({order[j], c.renormalize ? p[order[j]] / wsum : p[order[j]]});
       }
     }
@@ -170,14 +189,19 @@ std::vector<double> Naive(const Layer& l, const std::vector<float>& x,
 }
 
 std::vector<float> RunLayer(const Layer& l, const std::vector<float>& x, int T,
-                            const std::vector<int32_t>& weak_rank, std::vector<int32_t>* counts) {
+                            const Routes& routes, std::vector<int32_t>* counts) {
   CpuBackend backend;
   Workspace ws(&backend);
   std::vector<float> out(static_cast<size_t>(T) * l.c.H, kernels::cpu::kPoison);
   counts->assign(l.c.E, -1);
-  const absl::Status s =
-      RunMoeLayer(backend, l.spec, *l.experts, 0, x.data(), T,
-                  weak_rank.empty() ? nullptr : weak_rank.data(), ws, out.data(), counts->data());
+  TokenRouting routing;
+  routing.weak_rank = routes.weak.empty() ? nullptr : routes.weak.data();
+  routing.top_k = routes.top_k.empty() ? nullptr : routes.top_k.data();
+  routing.top_p = routes.top_p.empty() ? nullptr : routes.top_p.data();
+  routing.slots = routes.slots;
+  const bool any = routing.weak_rank || routing.top_k || routing.top_p;
+  const absl::Status s = RunMoeLayer(backend, l.spec, *l.experts, 0, x.data(), T,
+                                     any ? &routing : nullptr, ws, out.data(), counts->data());
   EXPECT_TRUE(s.ok()) << s;
   return out;
 }
@@ -207,8 +231,9 @@ TEST_P(MoeLayerTest, WeakRankRoutesEachTokenToItsRankedExpertAlone) {
   const Layer l = MakeLayer(c, std::get<1>(GetParam()), 7 + c.E);
   std::mt19937 rng(c.T + 1);
   const std::vector<float> x = kernels::cpu::Random(static_cast<size_t>(c.T) * c.H, rng);
-  std::vector<int32_t> weak(c.T);
-  for (int t = 0; t < c.T; ++t) weak[t] = t % 3 == 0 ? 0 : 1 + t % c.E;  // some tokens strong
+  Routes weak;
+  weak.weak.resize(c.T);
+  for (int t = 0; t < c.T; ++t) weak.weak[t] = t % 3 == 0 ? 0 : 1 + t % c.E;  // some strong
   std::vector<int32_t> got_counts, want_counts;
   const std::vector<float> got = RunLayer(l, x, c.T, weak, &got_counts);
   const std::vector<double> want = Naive(l, x, weak, &want_counts);
@@ -216,6 +241,62 @@ TEST_P(MoeLayerTest, WeakRankRoutesEachTokenToItsRankedExpertAlone) {
   for (size_t i = 0; i < want.size(); ++i) {
     ASSERT_NEAR(got[i], want[i], 2e-4 * (1.0 + std::fabs(want[i]))) << "element " << i;
   }
+}
+
+// Per-request routing in one batch: plain tokens, weak ranks, top-k from 1 to E and top-p
+// thresholds side by side, each routed as its own override says.
+TEST_P(MoeLayerTest, EachTokenIsRoutedAsItsOverrideSays) {
+  const MoeCase c = std::get<0>(GetParam());
+  const Layer l = MakeLayer(c, std::get<1>(GetParam()), 11 + c.E);
+  std::mt19937 rng(c.T + 2);
+  const std::vector<float> x = kernels::cpu::Random(static_cast<size_t>(c.T) * c.H, rng);
+  Routes routes;
+  routes.weak.assign(c.T, 0);
+  routes.top_k.assign(c.T, 0);
+  routes.top_p.assign(c.T, 0.f);
+  routes.slots = c.E;
+  for (int t = 0; t < c.T; ++t) {
+    switch (t % 4) {
+      case 1:
+        routes.weak[t] = 1 + t % c.E;
+        break;
+      case 2:
+        routes.top_k[t] = 1 + t % c.E;
+        break;
+      case 3:
+        routes.top_p[t] = 0.25f + 0.12f * static_cast<float>(t % 6);
+        break;  // to 0.85
+      default:
+        break;
+    }
+  }
+  if (c.T == 1) routes.top_p[0] = 0.6f;  // the single-token case takes top-p
+  std::vector<int32_t> got_counts, want_counts;
+  const std::vector<float> got = RunLayer(l, x, c.T, routes, &got_counts);
+  const std::vector<double> want = Naive(l, x, routes, &want_counts);
+  EXPECT_EQ(got_counts, want_counts);
+  for (size_t i = 0; i < want.size(); ++i) {
+    ASSERT_NEAR(got[i], want[i], 2e-4 * (1.0 + std::fabs(want[i]))) << "element " << i;
+  }
+}
+
+// A plain token's output does not change when other tokens of the step override their
+// routing (and the layer leaves room for all E experts per token).
+TEST_P(MoeLayerTest, APlainTokenIsBitIdenticalBesideTokensThatOverrideTheirRouting) {
+  const MoeCase c = std::get<0>(GetParam());
+  if (c.T < 2) GTEST_SKIP() << "needs a second token";
+  const Layer l = MakeLayer(c, std::get<1>(GetParam()), 23);
+  std::mt19937 rng(9);
+  const std::vector<float> x = kernels::cpu::Random(static_cast<size_t>(c.T) * c.H, rng);
+  Routes routes;
+  routes.top_p.assign(c.T, 0.5f);
+  routes.top_p[0] = 0.f;  // token 0 keeps the model's routing
+  routes.slots = c.E;
+  std::vector<int32_t> counts;
+  const std::vector<float> mixed = RunLayer(l, x, c.T, routes, &counts);
+  const std::vector<float> first(x.begin(), x.begin() + c.H);
+  const std::vector<float> alone = RunLayer(l, first, 1, {}, &counts);
+  EXPECT_EQ(std::memcmp(alone.data(), mixed.data(), sizeof(float) * c.H), 0);
 }
 
 // A token's output is bit-identical alone and at any position among the others.

@@ -199,6 +199,75 @@ TEST_P(GatingTest, MatchesCpuReference) {
   }
 }
 
+// Per-token overrides side by side (weak ranks, top-k up to E, top-p up to 1), with a slot
+// for every expert: the CUDA kernel writes exactly what the CPU reference writes.
+TEST_P(GatingTest, OverridesMatchCpuReference) {
+  const auto [T, E, K, renormalize, weak] = GetParam();
+  if (weak) GTEST_SKIP() << "one run per shape";
+  std::mt19937 rng(5000 + 1000 * T + 10 * E + K + (renormalize ? 7 : 0));
+  const std::vector<float> logits = RandomNormal(static_cast<size_t>(T) * E, rng, 2.f);
+  std::vector<int32_t> weak_rank(T, 0), top_k(T, 0);
+  std::vector<float> top_p(T, 0.f);
+  std::uniform_int_distribution<int> rank(1, E);
+  std::uniform_real_distribution<float> mass(0.05f, 1.f);
+  for (int t = 0; t < T; ++t) {
+    switch (t % 4) {
+      case 1:
+        weak_rank[t] = rank(rng);
+        break;
+      case 2:
+        top_k[t] = rank(rng);
+        break;
+      case 3:
+        top_p[t] = t % 8 == 7 ? 1.f : mass(rng);
+        break;
+      default:
+        break;
+    }
+  }
+  const size_t TS = static_cast<size_t>(T) * E;
+  std::vector<int32_t> cpu_ids = PoisonedHost<int32_t>(TS, kIntPoison);
+  std::vector<float> cpu_w = PoisonedHost<float>(TS, kFloatPoison);
+  GatingParams cp;
+  cp.router_logits = logits.data();
+  cp.num_tokens = T;
+  cp.num_experts = E;
+  cp.top_k = K;
+  cp.slots = E;
+  cp.renormalize = renormalize;
+  cp.weak_rank = weak_rank.data();
+  cp.route_top_k = top_k.data();
+  cp.route_top_p = top_p.data();
+  cp.topk_ids = cpu_ids.data();
+  cp.topk_weights = cpu_w.data();
+  ASSERT_TRUE(cpu::CanImplement(cp).ok());
+  cpu::Gating(cp);
+
+  StreamOwner stream;
+  DeviceBuffer<float> d_logits = Upload(logits);
+  DeviceBuffer<int32_t> d_weak = Upload(weak_rank);
+  DeviceBuffer<int32_t> d_top_k = Upload(top_k);
+  DeviceBuffer<float> d_top_p = Upload(top_p);
+  DeviceBuffer<int32_t> d_ids = Poisoned<int32_t>(TS, kIntPoison);
+  DeviceBuffer<float> d_w = Poisoned<float>(TS, kFloatPoison);
+  GatingParams gp = cp;
+  gp.router_logits = d_logits.data();
+  gp.weak_rank = d_weak.data();
+  gp.route_top_k = d_top_k.data();
+  gp.route_top_p = d_top_p.data();
+  gp.topk_ids = d_ids.data();
+  gp.topk_weights = d_w.data();
+  ASSERT_TRUE(LaunchGating(gp, stream.get()).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+
+  EXPECT_EQ(Download(d_ids, TS), cpu_ids);
+  const std::vector<float> gpu_w = Download(d_w, TS);
+  for (size_t i = 0; i < TS; ++i) {
+    EXPECT_TRUE(std::fabs(gpu_w[i] - cpu_w[i]) <= 1e-6f)
+        << "weight " << i << ": gpu " << gpu_w[i] << " cpu " << cpu_w[i];
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, GatingTest,
                          testing::Combine(kTokens, kExperts, kTopK, testing::Bool(),
                                           testing::Bool()));
