@@ -73,6 +73,8 @@ struct ForwardOutput {
   std::vector<int32_t> rows_seq;  // [R] sequence of each logits row
   // [num_layers, E] tokens routed to each expert in this step (zeros for dense layers).
   std::vector<int32_t> expert_tokens;
+  // [E + 1]: (token, MoE layer) pairs of this step that used n experts, at index n.
+  std::vector<int64_t> experts_per_token;
   // What the step touched, for rooflines and metrics: weight bytes read (each expert with
   // rows counted once, however many rows it had), KV cache bytes read by attention, and
   // floating-point operations (2 per multiply-add; attention included).

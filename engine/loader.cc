@@ -92,4 +92,28 @@ absl::Status ValidateGeneration(std::span<const int32_t> prompt, int max_tokens,
   return sampling.Validate();
 }
 
+absl::Status ValidateRouting(const RoutingOverride& routing, int num_routed_experts) {
+  if (!routing.any()) return absl::OkStatus();
+  if (routing.weak_rank != 0) {
+    return absl::InvalidArgumentError("routing: weak_rank is not a request field");
+  }
+  if (num_routed_experts == 0) {
+    return absl::InvalidArgumentError(
+        "routing: this model has no routed experts, so its routing cannot be overridden");
+  }
+  if (routing.top_k != 0 && routing.top_p != 0.f) {
+    return absl::InvalidArgumentError("routing: give top_k or top_p, not both");
+  }
+  if (routing.top_k != 0 && (routing.top_k < 1 || routing.top_k > num_routed_experts)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("routing.top_k must be in [1, ", num_routed_experts,
+                     "] (the model's routed experts), got ", routing.top_k));
+  }
+  if (routing.top_p != 0.f && !(routing.top_p > 0.f && routing.top_p <= 1.f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("routing.top_p must be in (0, 1], got ", routing.top_p));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace moe

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "engine/batch.h"
 #include "engine/model.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
@@ -46,5 +47,11 @@ std::string DefaultModelDir();
 // sampling parameters. InvalidArgument naming the field.
 absl::Status ValidateGeneration(std::span<const int32_t> prompt, int max_tokens,
                                 const SamplingParams& sampling, const ModelConfig& config);
+
+// A request's routing override against the model: top_k in [1, E] or top_p in (0, 1],
+// not both, and no weak_rank (the engine's own, for SCMoE). InvalidArgument naming
+// "routing.top_k" or "routing.top_p", or saying why this model's router cannot honour one.
+// num_routed_experts: E, 0 for a model without MoE layers.
+absl::Status ValidateRouting(const RoutingOverride& routing, int num_routed_experts);
 
 }  // namespace moe

@@ -360,6 +360,7 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   out->logits.clear();
   out->rows_seq.clear();
   out->expert_tokens.assign(static_cast<size_t>(cfg.num_layers) * E, 0);
+  out->experts_per_token.assign(E + 1, 0);
   out->weight_bytes = out->kv_bytes = out->flops = 0;
   if (T == 0) return absl::OkStatus();
 
@@ -405,7 +406,8 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     if (w.is_moe) {
       MOE_RETURN_IF_ERROR(RunMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
                                       any_override ? &routing : nullptr, *m.moe_ws, tmp,
-                                      out->expert_tokens.data() + static_cast<size_t>(layer) * E));
+                                      out->expert_tokens.data() + static_cast<size_t>(layer) * E,
+                                      out->experts_per_token.data()));
     } else {
       MOE_RETURN_IF_ERROR(m.DenseMlp(w, h, T, tmp));
     }

@@ -29,7 +29,8 @@ enum Slot {
 
 absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
                          int layer, const float* x, int num_tokens, const TokenRouting* routing,
-                         Workspace& ws, float* out, int32_t* expert_tokens) {
+                         Workspace& ws, float* out, int32_t* expert_tokens,
+                         int64_t* experts_per_token) {
   const int T = num_tokens, H = spec.hidden, E = spec.num_experts;
   // K from here on is the slots per token: the model's top-k, or more for overrides.
   const int K = routing != nullptr && routing->slots > 0 ? routing->slots : spec.top_k;
@@ -83,6 +84,20 @@ absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSourc
   MOE_RETURN_IF_ERROR(backend.CopyToHost(host_offsets.data(), offsets, sizeof(int32_t) * (E + 1)));
   if (expert_tokens != nullptr) {
     for (int e = 0; e < E; ++e) expert_tokens[e] = host_offsets[e + 1] - host_offsets[e];
+  }
+  if (experts_per_token != nullptr) {
+    if (routing == nullptr) {
+      experts_per_token[spec.top_k] += T;
+    } else {
+      // Overrides vary the count per token: read the plan's ids back (T*K ints).
+      std::vector<int32_t> host_ids(P);
+      MOE_RETURN_IF_ERROR(backend.CopyToHost(host_ids.data(), ids, sizeof(int32_t) * P));
+      for (int t = 0; t < T; ++t) {
+        int used = 0;
+        for (int j = 0; j < K; ++j) used += host_ids[static_cast<size_t>(t) * K + j] >= 0;
+        ++experts_per_token[used];
+      }
+    }
   }
   MOE_ASSIGN_OR_RETURN(ExpertWeights ew, experts.Acquire(layer, host_offsets));
   // The expert rows are the used slots only: with top-p overrides K is E, but the rows

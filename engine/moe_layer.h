@@ -38,10 +38,12 @@ struct TokenRouting {
 };
 
 // out[T, H] = MoE(x[T, H]). routing: the step's per-token overrides, or nullptr.
-// expert_tokens (host [E], or nullptr): tokens routed to each expert. `ws` holds the
-// layer's scratch between calls.
+// expert_tokens (host [E], or nullptr): tokens routed to each expert. experts_per_token
+// (host [E + 1], or nullptr): adds 1 to entry n for each token that used n experts.
+// `ws` holds the layer's scratch between calls.
 absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
                          int layer, const float* x, int num_tokens, const TokenRouting* routing,
-                         Workspace& ws, float* out, int32_t* expert_tokens);
+                         Workspace& ws, float* out, int32_t* expert_tokens,
+                         int64_t* experts_per_token = nullptr);
 
 }  // namespace moe

@@ -18,8 +18,10 @@ class ServingObserver {
     int num_layers = 0;
     int num_experts = 0;
     const int32_t* expert_tokens = nullptr;  // [num_layers, num_experts] tokens routed
-    int64_t weight_bytes = 0;                // weights the step read (ForwardOutput)
-    int64_t kv_bytes = 0;                    // KV cache bytes attention read
+    // [num_experts + 1]: (token, MoE layer) pairs that used n experts (ForwardOutput).
+    const int64_t* experts_per_token = nullptr;
+    int64_t weight_bytes = 0;  // weights the step read (ForwardOutput)
+    int64_t kv_bytes = 0;      // KV cache bytes attention read
     int64_t flops = 0;
   };
   virtual void OnStep(const Step& /*step*/) {}
@@ -29,6 +31,12 @@ class ServingObserver {
   virtual void OnInterToken(double /*seconds*/) {}
   // A request ended (not called for kError).
   virtual void OnFinish(StopReason /*reason*/, const Usage& /*usage*/, double /*e2e_seconds*/) {}
+  // Which options a request that ended (not with kError) was served with.
+  struct Options {
+    bool routing_override = false;  // GenerateRequest::routing
+    bool self_contrast = false;     // an SCMoE pair
+  };
+  virtual void OnServedOptions(const Options& /*options*/) {}
   virtual void OnPreemption() {}
   virtual void OnError() {}
 };

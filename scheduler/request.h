@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "engine/batch.h"
 #include "engine/sampler.h"
 
 namespace moe {
@@ -26,6 +27,8 @@ struct GenerateRequest {
   bool ignore_eos = false;              // do not stop on the model's EOS ids
   bool skip_special_tokens = true;      // in the streamed text
   std::optional<SteadyTime> deadline;   // aborted (reason kAbort) when passed
+  // Per-request routing: top_k or top_p (ValidateRouting); weak_rank is never a request's.
+  RoutingOverride routing;
 };
 
 // Why a request ended.
@@ -65,6 +68,7 @@ struct ServingLimits {
   int max_tokens = 0;           // largest max_tokens a request may ask for
   int default_max_tokens = 16;  // a request that does not say (clamped to the room left)
   int vocab_size = 0;           // token ids in [0, vocab_size)
+  int num_routed_experts = 0;   // E: routing.top_k <= E; 0: the model has no MoE layers
   // What a request's unset temperature, top_p and top_k mean: the model's
   // generation_config.json defaults over SamplingParams' own (temperature 1, no top-p or
   // top-k filter). Never carries a seed.

@@ -117,6 +117,7 @@ absl::StatusOr<std::unique_ptr<StepLoop>> StepLoop::Create(const LoadedModel* mo
   l.max_tokens = options.max_tokens > 0 ? std::min(options.max_tokens, context) : context;
   l.default_max_tokens = std::min(options.default_max_tokens, l.max_tokens);
   l.vocab_size = model->config.vocab_size;
+  l.num_routed_experts = model->config.num_experts;
   const ModelConfig& config = model->config;
   if (config.default_temperature) l.default_sampling.temperature = *config.default_temperature;
   if (config.default_top_p) l.default_sampling.top_p = *config.default_top_p;
@@ -141,6 +142,7 @@ int64_t StepLoop::steps() const { return impl_->steps; }
 absl::Status StepLoop::Validate(const GenerateRequest& r) const {
   const Impl& m = *impl_;
   MOE_RETURN_IF_ERROR(ValidateGeneration(r.prompt, r.max_tokens, r.sampling, m.lm->config));
+  MOE_RETURN_IF_ERROR(ValidateRouting(r.routing, m.lm->config.num_experts));
   const int n = static_cast<int>(r.prompt.size());
   if (n > m.limits.max_prompt_tokens) {
     return absl::InvalidArgumentError(
@@ -233,7 +235,7 @@ bool StepLoop::Step() {
     if (!seq->first_scheduled) seq->first_scheduled = now;
     batch.AddSequence(
         std::span<const int32_t>(seq->tokens).subspan(seq->num_computed, item.num_new_tokens),
-        seq->num_computed, seq->lease.data(), item.sample);
+        seq->num_computed, seq->lease.data(), item.sample, seq->req.routing);
     in_batch.push_back(seq);
   }
   ForwardOutput out;
@@ -268,6 +270,7 @@ bool StepLoop::Step() {
     step.num_layers = m.lm->config.num_layers;
     step.num_experts = std::max(m.lm->config.num_experts, 1);
     step.expert_tokens = out.expert_tokens.data();
+    step.experts_per_token = out.experts_per_token.data();
     step.weight_bytes = out.weight_bytes;
     step.kv_bytes = out.kv_bytes;
     step.flops = out.flops;
@@ -343,6 +346,9 @@ void StepLoop::Impl::Finish(Sequence& seq, StopReason reason, std::string matche
   if (seq.first_token) e.ttft_seconds = Seconds(*seq.first_token - seq.submitted);
   if (options.observer) {
     options.observer->OnFinish(reason, e.usage, Seconds(Clock::now() - seq.submitted));
+    ServingObserver::Options served;
+    served.routing_override = seq.req.routing.any();
+    if (served.routing_override) options.observer->OnServedOptions(served);
   }
   End(seq, std::move(e));
 }

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/absl_compat.h"
 #include "base/status_macros.h"
+#include "engine/loader.h"
 #include "grpc/health/v1/health.pb.h"
 #include "moe/v1/serving.grpc.pb.h"
 #include "server/api_keys.h"
@@ -450,6 +451,22 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
     sampling.top_k = request.top_k();
   }
   if (request.has_seed()) sampling.seed = request.seed();
+  if (request.has_routing()) {
+    const v1::Routing& routing = request.routing();
+    switch (routing.rule_case()) {
+      case v1::Routing::kTopK:
+        out.routing.top_k = routing.top_k() == 0 ? -1 : routing.top_k();  // 0 is "unset"
+        break;
+      case v1::Routing::kTopP:
+        out.routing.top_p = routing.top_p() > 0 ? routing.top_p() : -1.f;  // NaN too
+        break;
+      case v1::Routing::RULE_NOT_SET:
+        return absl::InvalidArgumentError("routing: set top_k or top_p");
+    }
+    if (absl::Status s = ValidateRouting(out.routing, limits.num_routed_experts); !s.ok()) {
+      return s;
+    }
+  }
   if (absl::Status s = sampling.Validate(); !s.ok()) return s;
 
   for (int i = 0; i < request.stop_size(); ++i) {

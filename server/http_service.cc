@@ -323,6 +323,7 @@ struct HttpService::Impl {
     const ServingLimits& engine_limits = e.limits();
     limits.context = engine_limits.context_length;
     limits.vocab_size = engine_limits.vocab_size;
+    limits.num_routed_experts = engine_limits.num_routed_experts;
     limits.max_tokens_limit = engine_limits.max_tokens;
     max_prompt_tokens = engine_limits.max_prompt_tokens;
     limits.default_max_tokens = engine_limits.default_max_tokens;

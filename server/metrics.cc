@@ -25,6 +25,7 @@ using prometheus::Histogram;
 // Latency buckets from 1 ms to 60 s, roughly x2 apart.
 const Histogram::BucketBoundaries kLatency = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                               0.5,   1,      2.5,   5,    10,    30,   60};
+const Histogram::BucketBoundaries kExpertsPerToken = {1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128};
 const Histogram::BucketBoundaries kTokensPerStep = {1,   2,   4,   8,    16,   32,   64,
                                                     128, 256, 512, 1024, 2048, 4096, 8192};
 
@@ -80,6 +81,14 @@ struct Metrics::Impl {
                         .Help("Requests that failed after they were accepted")
                         .Register(registry)
                         .Add({});
+  // Requests served with an option (DESIGN.md section 6), counted when they end.
+  prometheus::Family<Counter>& options_family =
+      BuildCounter()
+          .Name("moe_requests_with_option_total")
+          .Help("Requests served with a per-request routing override or SCMoE self-contrast")
+          .Register(registry);
+  Counter& served_routing = options_family.Add({{"option", "routing"}});
+  Counter& served_self_contrast = options_family.Add({{"option", "self_contrast"}});
   Counter& preemptions = BuildCounter()
                              .Name("moe_preemptions_total")
                              .Help("Sequences preempted for lack of KV cache blocks")
@@ -167,6 +176,11 @@ struct Metrics::Impl {
                                .Help("Tokens in one step's flat batch")
                                .Register(registry)
                                .Add({}, kTokensPerStep);
+  Histogram& experts_per_token = BuildHistogram()
+                                     .Name("moe_experts_per_token")
+                                     .Help("Routed experts one token used in one MoE layer")
+                                     .Register(registry)
+                                     .Add({}, kExpertsPerToken);
   prometheus::Family<Counter>& expert_family =
       BuildCounter()
           .Name("moe_expert_tokens_total")
@@ -208,6 +222,20 @@ void Metrics::OnStep(const Step& step) {
   m.step_weight_bytes.Increment(static_cast<double>(step.weight_bytes));
   m.step_kv_bytes.Increment(static_cast<double>(step.kv_bytes));
   m.step_flops.Increment(static_cast<double>(step.flops));
+  if (step.experts_per_token != nullptr) {
+    // The step's exact counts as bucket increments: bucket b holds n <= bound[b].
+    std::vector<double> buckets(kExpertsPerToken.size() + 1, 0.0);
+    double sum = 0;
+    for (int n = 1; n <= step.num_experts; ++n) {
+      const int64_t c = step.experts_per_token[n];
+      if (c == 0) continue;
+      const size_t b = std::lower_bound(kExpertsPerToken.begin(), kExpertsPerToken.end(), n) -
+                       kExpertsPerToken.begin();
+      buckets[b] += static_cast<double>(c);
+      sum += static_cast<double>(c) * n;
+    }
+    if (sum > 0) m.experts_per_token.ObserveMultiple(buckets, sum);
+  }
   if (step.expert_tokens == nullptr) return;
   if (m.expert_tokens.empty()) {
     for (int l = 0; l < step.num_layers; ++l) {
@@ -270,6 +298,11 @@ void Metrics::OnFinish(StopReason reason, const Usage& usage, double e2e_seconds
       m.finished_abort.Increment();
       break;
   }
+}
+
+void Metrics::OnServedOptions(const Options& options) {
+  if (options.routing_override) impl_->served_routing.Increment();
+  if (options.self_contrast) impl_->served_self_contrast.Increment();
 }
 
 void Metrics::OnPreemption() { impl_->preemptions.Increment(); }

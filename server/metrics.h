@@ -33,6 +33,7 @@ class Metrics final : public ServingObserver {
   void OnFirstToken(double ttft_seconds, double queue_seconds) override;
   void OnInterToken(double seconds) override;
   void OnFinish(StopReason reason, const Usage& usage, double e2e_seconds) override;
+  void OnServedOptions(const Options& options) override;
   void OnPreemption() override;
   void OnError() override;
 

@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/absl_compat.h"
+#include "engine/loader.h"
 #include "server/status_mapping.h"
 #include "tokenizer/tokenizer.h"
 
@@ -179,6 +180,49 @@ std::optional<ApiError> RejectUnsupported(const json& body) {
   return std::nullopt;
 }
 
+// The extension "routing": {"top_k": N} or {"top_p": P} (one of the two): this request's
+// tokens use N experts, or the smallest set whose router mass exceeds P, in every MoE
+// layer. The engine checks it again (ValidateRouting); here the error names the field.
+std::optional<ApiError> GetRouting(const json& body, const ModelLimits& limits,
+                                   RoutingOverride* routing) {
+  const json* v = Field(body, "routing");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) {
+    return Invalid("routing", absl::StrCat("routing must be an object such as {\"top_k\": 4} or ",
+                                           "{\"top_p\": 0.4}, got ", v->type_name()));
+  }
+  for (const auto& [key, value] : v->items()) {
+    if (key != "top_k" && key != "top_p") {
+      return Invalid("routing",
+                     absl::StrCat("routing has no field '", ToAbsl(key), "' (top_k or top_p)"));
+    }
+  }
+  std::optional<int64_t> top_k;
+  std::optional<double> top_p;
+  auto nested = [](std::optional<ApiError> e) {  // "top_k must be ..." names routing.top_k
+    if (e) {
+      e->param = absl::StrCat("routing.", e->param);
+      e->message = absl::StrCat("routing.", e->message);
+    }
+    return e;
+  };
+  if (auto e = nested(GetInt(*v, "top_k", &top_k))) return e;
+  if (auto e = nested(GetNumber(*v, "top_p", &top_p))) return e;
+  if (top_k.has_value() == top_p.has_value()) {
+    return Invalid("routing", "routing takes exactly one of top_k and top_p");
+  }
+  if (top_k) {
+    routing->top_k = static_cast<int32_t>(std::clamp<int64_t>(*top_k, -1, INT32_MAX));
+    if (routing->top_k == 0) routing->top_k = -1;  // 0 is "unset" to the engine
+  } else {
+    routing->top_p = *top_p > 0 ? static_cast<float>(*top_p) : -1.f;
+  }
+  if (absl::Status s = ValidateRouting(*routing, limits.num_routed_experts); !s.ok()) {
+    return Invalid(top_k ? "routing.top_k" : "routing.top_p", std::string(s.message()));
+  }
+  return std::nullopt;
+}
+
 // The fields /v1/completions and /v1/chat/completions share, once the prompt is known.
 // `default_max_tokens` applies when max_tokens is unset (clamped to the context).
 std::optional<ApiError> ParseCommon(const json& body, const ModelLimits& limits,
@@ -283,6 +327,7 @@ std::optional<ApiError> ParseCommon(const json& body, const ModelLimits& limits,
     }
     if (auto e = GetBool(*options, "include_usage", &out->include_usage)) return e;
   }
+  if (auto e = GetRouting(body, limits, &r.routing)) return e;
   if (auto e = GetBool(body, "ignore_eos", &r.ignore_eos)) return e;
   if (auto e = GetBool(body, "skip_special_tokens", &r.skip_special_tokens)) return e;
   return std::nullopt;

@@ -44,6 +44,7 @@ struct ModelLimits {
   std::vector<std::string> served_names;
   int context = 0;                  // max_position_embeddings: prompt + max_tokens <= context
   int vocab_size = 0;               // token ids in [0, vocab_size)
+  int num_routed_experts = 0;       // E, for "routing": {"top_k": N <= E}; 0: no MoE layers
   int max_tokens_limit = 0;         // cap on max_tokens (0: the context); also the chat default
   int default_max_tokens = 16;      // /v1/completions without max_tokens (OpenAI's default)
   SamplingParams default_sampling;  // unset temperature/top_p/top_k (ServingLimits')

@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -506,6 +507,58 @@ TEST_F(GrpcServerTest, GreedyOutputIsTheSameAloneAndWithThirtyOneOthers) {
   EXPECT_EQ(results[0].text, alone.text);
 }
 
+// Per-request routing over gRPC: served and streamed, the same alone and beside seven
+// other requests (plain and routed), different from the model's own routing, and a
+// cancelled routed request frees its KV blocks.
+TEST_F(GrpcServerTest, RoutingOverridesAreServedBatchedAndCancelled) {
+  v1::GenerateRequest all = GreedyRequest("In a quiet village by the sea", 24);
+  all.mutable_routing()->set_top_k(8);
+  v1::GenerateRequest nucleus = GreedyRequest("In a quiet village by the sea", 24);
+  nucleus.mutable_routing()->set_top_p(0.4f);
+  const GenerateResult plain = Generate(GreedyRequest("In a quiet village by the sea", 24));
+  const GenerateResult all_alone = Generate(all);
+  const GenerateResult nucleus_alone = Generate(nucleus);
+  for (const GenerateResult* r : {&plain, &all_alone, &nucleus_alone}) {
+    ASSERT_TRUE(r->status.ok()) << r->status.error_message();
+    ASSERT_EQ(r->ids.size(), 24u);
+    EXPECT_EQ(r->finish_messages, 1);
+  }
+  EXPECT_TRUE(all_alone.ids != plain.ids || nucleus_alone.ids != plain.ids)
+      << "neither override changed the continuation";
+
+  std::vector<GenerateResult> results(8);
+  std::latch start(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest request =
+          i == 0   ? all
+          : i == 1 ? nucleus
+                   : GreedyRequest("Another prompt number " + std::to_string(i), 16 + i);
+      if (i >= 2 && i % 2 == 0) request.mutable_routing()->set_top_k(1 + i % 8);
+      start.arrive_and_wait();
+      results[i] = Generate(request);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const GenerateResult& r : results) ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(results[0].ids, all_alone.ids);
+  EXPECT_EQ(results[1].ids, nucleus_alone.ids);
+
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::GenerateRequest long_one = GreedyRequest("Cancel me", kContext - 16);
+  long_one.mutable_routing()->set_top_p(0.9f);
+  auto reader = stub_->Generate(&context, long_one);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitForNoRequests());
+}
+
 TEST_F(GrpcServerTest, ClientCancellationFreesTheRequest) {
   grpc::ClientContext context;
   SetDeadline(&context);
@@ -672,6 +725,21 @@ TEST_F(GrpcServerTest, EveryBadInputIsRefusedAndTheServerKeepsServing) {
     v1::GenerateRequest r = greedy();
     r.add_stop_token_ids(kVocab + 5);
     add("stop token id outside the vocabulary", r);
+  }
+  for (int top_k : {0, -1, 9}) {  // the default model has 8 routed experts
+    v1::GenerateRequest r = greedy();
+    r.mutable_routing()->set_top_k(top_k);
+    add("routing.top_k " + std::to_string(top_k), r);
+  }
+  for (float top_p : {0.f, -0.5f, 1.5f, std::nanf("")}) {
+    v1::GenerateRequest r = greedy();
+    r.mutable_routing()->set_top_p(top_p);
+    add("routing.top_p " + std::to_string(top_p), r);
+  }
+  {
+    v1::GenerateRequest r = greedy();
+    r.mutable_routing();  // present with neither rule
+    add("empty routing", r);
   }
   {
     v1::GenerateRequest r = greedy();

@@ -246,6 +246,112 @@ TEST_F(HttpServerTest, BadInputOverTheRealServerAndStreaming) {
   EXPECT_TRUE(stream->body.ends_with("data: [DONE]\n\n")) << stream->body;
 }
 
+// The "routing" extension over HTTP on both endpoints: served and streamed with the same
+// text, refused with its field when out of range, cancelled by a client that hangs up,
+// and counted in /metrics (requests with the option, experts per token).
+TEST_F(HttpServerTest, RoutingIsServedStreamedRefusedAndCounted) {
+  auto post = [&](const nlohmann::json& body, const std::string& path = "/v1/completions") {
+    auto res = client_->Post(path, body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    return res;
+  };
+  const nlohmann::json base = {{"prompt", "And the king said unto"},
+                               {"max_tokens", 12},
+                               {"temperature", 0},
+                               {"ignore_eos", true}};
+  nlohmann::json routed = base;
+  routed["routing"] = {{"top_k", 8}};
+  auto whole = post(routed);
+  ASSERT_EQ(whole->status, 200) << whole->body;
+  const std::string text = nlohmann::json::parse(whole->body)["choices"][0]["text"];
+  auto own = post(base);
+  ASSERT_EQ(own->status, 200) << own->body;
+  nlohmann::json nucleus = base;
+  nucleus["routing"] = {{"top_p", 0.4}};
+  auto nucleus_res = post(nucleus);
+  ASSERT_EQ(nucleus_res->status, 200) << nucleus_res->body;
+  const std::string own_text = nlohmann::json::parse(own->body)["choices"][0]["text"];
+  const std::string nucleus_text = nlohmann::json::parse(nucleus_res->body)["choices"][0]["text"];
+  EXPECT_TRUE(text != own_text || nucleus_text != own_text) << "routing changed nothing";
+
+  routed["stream"] = true;
+  auto streamed = post(routed);
+  ASSERT_EQ(streamed->status, 200);
+  std::string joined;
+  std::istringstream lines(streamed->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("data: {")) continue;
+    const auto chunk = nlohmann::json::parse(line.substr(6));
+    joined += chunk["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(joined, text);
+
+  nlohmann::json chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
+                         {"max_tokens", 4},
+                         {"routing", {{"top_p", 0.7}}}};
+  EXPECT_EQ(post(chat, "/v1/chat/completions")->status, 200);
+  chat["routing"] = {{"top_k", 9}};
+  auto bad_chat = post(chat, "/v1/chat/completions");
+  EXPECT_EQ(bad_chat->status, 400);
+  EXPECT_EQ(nlohmann::json::parse(bad_chat->body)["error"]["param"], "routing.top_k");
+  for (const nlohmann::json& bad :
+       {nlohmann::json{{"top_k", 0}}, nlohmann::json{{"top_p", 2}},
+        nlohmann::json{{"top_k", 2}, {"top_p", 0.5}}, nlohmann::json("top_k")}) {
+    nlohmann::json body = base;
+    body["routing"] = bad;
+    auto res = post(body);
+    EXPECT_EQ(res->status, 400) << bad.dump();
+    EXPECT_THAT(nlohmann::json::parse(res->body)["error"]["param"].get<std::string>(),
+                ::testing::StartsWith("routing"));
+  }
+
+  // A client that hangs up mid-stream: the request ends and frees its blocks.
+  nlohmann::json long_one = base;
+  long_one["max_tokens"] = 900;
+  long_one["stream"] = true;
+  long_one["routing"] = {{"top_p", 0.9}};
+  int chunks = 0;
+  httplib::Client hangs_up("127.0.0.1", server_->http_port());
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = long_one.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 3; };
+  EXPECT_FALSE(hangs_up.send(req));
+  EXPECT_GE(chunks, 3);
+
+  std::string text_metrics;
+  for (int i = 0; i < 100; ++i) {
+    auto metrics = client_->Get("/metrics");
+    ASSERT_TRUE(metrics);
+    text_metrics = metrics->body;
+    if (text_metrics.find("moe_num_requests_running 0") != std::string::npos &&
+        text_metrics.find("moe_requests_finished_total{reason=\"abort\"} 1") != std::string::npos) {
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_THAT(text_metrics, HasSubstr("moe_requests_finished_total{reason=\"abort\"} 1"));
+  EXPECT_THAT(text_metrics, HasSubstr("moe_kv_cache_usage_ratio 0"));
+  // Five routed requests: top_k 8 twice (whole, streamed), top_p 0.4, the chat, the cut one.
+  EXPECT_THAT(text_metrics, HasSubstr("moe_requests_with_option_total{option=\"routing\"} 5"));
+  EXPECT_THAT(text_metrics,
+              HasSubstr("moe_requests_with_option_total{option=\"self_contrast\"} 0"));
+  EXPECT_THAT(text_metrics, ::testing::ContainsRegex("moe_experts_per_token_count [1-9]"));
+  // Some (token, layer) used all 8 experts and none used more: the le="6" bucket is below
+  // the le="8" one, which already holds the count.
+  std::smatch m6, m8, count;
+  ASSERT_TRUE(std::regex_search(text_metrics, m6,
+                                std::regex("moe_experts_per_token_bucket\\{le=\"6\"\\} (\\d+)")));
+  ASSERT_TRUE(std::regex_search(text_metrics, m8,
+                                std::regex("moe_experts_per_token_bucket\\{le=\"8\"\\} (\\d+)")));
+  ASSERT_TRUE(
+      std::regex_search(text_metrics, count, std::regex("moe_experts_per_token_count (\\d+)")));
+  EXPECT_LT(std::stoll(m6[1]), std::stoll(m8[1]));
+  EXPECT_EQ(std::stoll(m8[1]), std::stoll(count[1]));
+}
+
 // SIGTERM with a short grace: what runs past it ends with a clear error (a stream with an
 // error event and [DONE], a non-streamed request with a 503 body), new requests are
 // refused, and the process exits by the grace plus a small margin.

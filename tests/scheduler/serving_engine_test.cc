@@ -73,12 +73,14 @@ class EngineTest : public testing::Test {
   }
 
   // Greedy tokens of `prompt` run alone through the batch runner.
-  std::vector<int32_t> Alone(const std::vector<int32_t>& prompt, int max_tokens) {
+  std::vector<int32_t> Alone(const std::vector<int32_t>& prompt, int max_tokens,
+                             RoutingOverride routing = {}) {
     GenerateRequest r;
     r.prompt = prompt;
     r.max_tokens = max_tokens;
     r.sampling.temperature = 0.f;
     r.ignore_eos = true;
+    r.routing = routing;
     auto out = RunToCompletion(*reference_, std::span(&r, 1));
     EXPECT_TRUE(out.ok());
     return (*out)[0].tokens;
@@ -151,6 +153,60 @@ TEST_F(EngineTest, ConcurrentChunkedAndPreemptedRequestsMatchTheirAloneOutputs) 
   EXPECT_EQ(st.kv_blocks_used, 0);
   EXPECT_EQ(st.running, 0);
   EXPECT_EQ(st.waiting, 0);
+}
+
+// Per-request routing inside continuous batching: top_k from 1 to E and top_p thresholds
+// beside plain requests, chunked and preempted, each equal to its prompt run alone with
+// the same routing; and the overrides do change what the model says.
+TEST_F(EngineTest, RoutingOverridesMatchTheirAloneOutputsBesidePlainRequests) {
+  ServingOptions options;
+  options.max_batched_tokens = 24;
+  options.max_seqs = 16;
+  options.kv_cache_bytes = 24 * reference_->model->KvShape(1).BytesPerBlock();
+  auto engine = MakeEngine(options);
+  const int E = reference_->config.num_experts;
+  const RoutingOverride routes[] = {
+      {},           {.top_k = 1}, {.top_k = E},   {.top_p = 0.4f}, {.top_p = 1.f},
+      {.top_k = 3}, {},           {.top_p = 0.7f}};
+  const std::vector<std::string> prompts = Prompts(16);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerateRequest r = Greedy(Encode(prompts[i]), 16);
+    r.routing = routes[i % 8];
+    auto s = engine->Submit(std::move(r));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  int differ = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const RoutingOverride& route = routes[i % 8];
+    Collected c = Drain(*streams[i]);
+    EXPECT_EQ(c.tokens, Alone(Encode(prompts[i]), 16, route)) << "prompt " << i;
+    if (route.any()) differ += c.tokens != Alone(Encode(prompts[i]), 16);
+  }
+  EXPECT_GE(differ, 4) << "routing overrides hardly changed the greedy continuations";
+  ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
+  EXPECT_GT(engine->Status().preemptions, 0) << "the pool was meant to force preemption";
+  EXPECT_EQ(engine->Status().kv_blocks_used, 0);
+}
+
+TEST_F(EngineTest, RoutingOutsideTheModelIsRefusedWithItsField) {
+  auto engine = MakeEngine();
+  const int E = reference_->config.num_experts;
+  auto refused = [&](RoutingOverride route) {
+    GenerateRequest r = Greedy({1, 2, 3}, 4);
+    r.routing = route;
+    return engine->Submit(std::move(r)).status();
+  };
+  absl::Status s = refused({.top_k = E + 1});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("routing.top_k"));
+  s = refused({.top_p = 1.5f});
+  EXPECT_THAT(std::string(s.message()), HasSubstr("routing.top_p"));
+  s = refused({.top_k = 2, .top_p = 0.5f});
+  EXPECT_THAT(std::string(s.message()), HasSubstr("not both"));
+  s = refused({.weak_rank = 2});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(EngineTest, ThousandRandomCancellationsLeakNoBlock) {
@@ -297,7 +353,9 @@ class CountingObserver : public ServingObserver {
   void OnStep(const Step& step) override {
     ++steps;
     step_tokens += step.num_tokens;
-    for (int l = 0; l < step.num_layers; ++l) {
+    experts_per_token.resize(step.num_experts + 1);
+    for (int n = 0; n <= step.num_experts; ++n) experts_per_token[n] += step.experts_per_token[n];
+    for (int l = 0; l < step.num_layers && top_k > 0; ++l) {
       int routed = 0;
       for (int e = 0; e < step.num_experts; ++e)
         routed += step.expert_tokens[l * step.num_experts + e];
@@ -309,12 +367,14 @@ class CountingObserver : public ServingObserver {
     ttft_ge_queue &= ttft >= queue;
   }
   void OnInterToken(double) override { ++inter_tokens; }
+  void OnServedOptions(const Options& o) override { routing_served += o.routing_override; }
   void OnFinish(StopReason, const Usage& usage, double) override {
     ++finished;
     prompt_tokens += usage.prompt_tokens;
     completion_tokens += usage.completion_tokens;
   }
-  int top_k = 0;
+  int top_k = 0, routing_served = 0;
+  std::vector<int64_t> experts_per_token;  // summed over steps
   int steps = 0, first_tokens = 0, inter_tokens = 0, finished = 0;
   int64_t step_tokens = 0, prompt_tokens = 0, completion_tokens = 0;
   bool routed_per_layer_ok = true, ttft_ge_queue = true;
@@ -346,6 +406,41 @@ TEST_F(EngineTest, ObserverSeesEveryStepTokenAndRequest) {
   EXPECT_GT(observer->steps, 0);
   EXPECT_TRUE(observer->routed_per_layer_ok) << "expert counts do not add up to T*K per layer";
   EXPECT_TRUE(observer->ttft_ge_queue);
+}
+
+// The experts each token used, per MoE layer: K for plain requests, N for routing top_k N;
+// and each request served with an override counted once.
+TEST_F(EngineTest, ObserverCountsExpertsPerTokenAndRoutedRequests) {
+  auto observer = std::make_shared<CountingObserver>();  // top_k 0: no T*K check
+  ServingOptions options;
+  options.observer = observer;
+  auto engine = MakeEngine(options);
+  const ModelConfig& cfg = reference_->config;
+  const int E = cfg.num_experts, K = cfg.top_k;
+  int moe_layers = 0;
+  for (bool moe : cfg.layer_is_moe) moe_layers += moe;
+  GenerateRequest plain = Greedy(Encode("And the king said"), 6);
+  GenerateRequest all = Greedy(Encode("unto Moses in the day"), 5);
+  all.routing.top_k = E;
+  GenerateRequest one = Greedy(Encode("when he came"), 4);
+  one.routing.top_k = 1;
+  // Every prompt token and every generated token but the last goes through the model.
+  auto tokens = [](const GenerateRequest& r) {
+    return static_cast<int64_t>(r.prompt.size()) + r.max_tokens - 1;
+  };
+  const int64_t want_k = tokens(plain), want_e = tokens(all), want_1 = tokens(one);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (GenerateRequest* r : {&plain, &all, &one}) streams.push_back(*engine->Submit(*r));
+  for (auto& s : streams) Drain(*s);
+  ASSERT_TRUE(engine->WaitIdle(milliseconds(5000)));
+  engine.reset();
+  ASSERT_EQ(observer->experts_per_token.size(), static_cast<size_t>(E + 1));
+  for (int n = 0; n <= E; ++n) {
+    const int64_t want =
+        moe_layers * ((n == K ? want_k : 0) + (n == E ? want_e : 0) + (n == 1 ? want_1 : 0));
+    EXPECT_EQ(observer->experts_per_token[n], want) << n << " experts";
+  }
+  EXPECT_EQ(observer->routing_served, 2);
 }
 
 TEST_F(EngineTest, DestroyingTheEngineAbortsLiveRequests) {

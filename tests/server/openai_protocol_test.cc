@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <memory>
@@ -36,6 +37,7 @@ class OpenAiProtocolTest : public ::testing::Test {
     limits.served_names = {"tiny-moe", "alias"};
     limits.context = 64;
     limits.vocab_size = 4096;
+    limits.num_routed_experts = 8;
     return limits;
   }
 
@@ -144,6 +146,33 @@ TEST_F(OpenAiProtocolTest, UnsetSamplingFieldsTakeTheModelsDefaults) {
   EXPECT_EQ(set.top_k, 0);
 }
 
+TEST_F(OpenAiProtocolTest, RoutingIsParsedOnBothEndpoints) {
+  ParsedGeneration out;
+  ASSERT_EQ(Completion(R"({"prompt": "hi", "routing": {"top_k": 8}})", &out), std::nullopt);
+  EXPECT_EQ(out.request.routing.top_k, 8);
+  EXPECT_EQ(out.request.routing.top_p, 0.f);
+  ASSERT_EQ(Chat(R"({"messages": [{"role": "user", "content": "hi"}],
+                     "routing": {"top_p": 0.4}})",
+                 &out),
+            std::nullopt);
+  EXPECT_FLOAT_EQ(out.request.routing.top_p, 0.4f);
+  EXPECT_EQ(out.request.routing.top_k, 0);
+  ASSERT_EQ(Completion(R"({"prompt": "hi", "routing": null})", &out), std::nullopt);
+  EXPECT_FALSE(out.request.routing.any());
+}
+
+TEST_F(OpenAiProtocolTest, RoutingIsRefusedOnAModelWithoutRoutedExperts) {
+  ModelLimits limits = Limits();
+  limits.num_routed_experts = 0;
+  json body = json::parse(R"({"prompt": "hi", "routing": {"top_k": 1}})");
+  ParsedGeneration out;
+  std::optional<ApiError> e = ParseCompletionRequest(body, limits, *tokenizer_, &out);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->status, 400);
+  EXPECT_EQ(e->param, "routing.top_k");
+  EXPECT_THAT(e->message, testing::HasSubstr("no routed experts"));
+}
+
 TEST_F(OpenAiProtocolTest, BadCompletionsAreRefused) {
   const BadCase cases[] = {
       {R"({"prompt": "hi")", 400, "", "invalid_json"},
@@ -192,6 +221,20 @@ TEST_F(OpenAiProtocolTest, BadCompletionsAreRefused) {
       {R"({"prompt": "hi", "echo": true})", 400, "echo", ""},
       {R"({"prompt": "hi", "presence_penalty": 0.5})", 400, "presence_penalty", ""},
       {R"({"prompt": "hi", "logit_bias": {"1": 5}})", 400, "logit_bias", ""},
+      {R"({"prompt": "hi", "routing": 4})", 400, "routing", ""},
+      {R"({"prompt": "hi", "routing": {}})", 400, "routing", ""},
+      {R"({"prompt": "hi", "routing": {"top_k": 2, "top_p": 0.5}})", 400, "routing", ""},
+      {R"({"prompt": "hi", "routing": {"top_n": 2}})", 400, "routing", ""},
+      {R"({"prompt": "hi", "routing": {"top_k": 0}})", 400, "routing.top_k", ""},
+      {R"({"prompt": "hi", "routing": {"top_k": 9}})", 400, "routing.top_k", ""},
+      {R"({"prompt": "hi", "routing": {"top_k": -1}})", 400, "routing.top_k", ""},
+      {R"({"prompt": "hi", "routing": {"top_k": 1.5}})", 400, "routing.top_k", ""},
+      {R"({"prompt": "hi", "routing": {"top_k": "2"}})", 400, "routing.top_k", ""},
+      {R"({"prompt": "hi", "routing": {"top_k": 99999999999}})", 400, "routing.top_k", ""},
+      {R"({"prompt": "hi", "routing": {"top_p": 0}})", 400, "routing.top_p", ""},
+      {R"({"prompt": "hi", "routing": {"top_p": 1.01}})", 400, "routing.top_p", ""},
+      {R"({"prompt": "hi", "routing": {"top_p": -0.5}})", 400, "routing.top_p", ""},
+      {R"({"prompt": "hi", "routing": {"top_p": "0.4"}})", 400, "routing.top_p", ""},
   };
   for (const BadCase& c : cases) {
     std::optional<ApiError> e = Completion(c.body);
