@@ -88,11 +88,15 @@ absl::StatusOr<std::vector<Completion>> RunToCompletion(const LoadedModel& model
   const int n = static_cast<int>(requests.size());
   std::vector<Completion> results(n);
   if (n == 0) return results;
-  int blocks = 0, prompt_tokens = 0;
+  // An SCMoE request is two rows (strong and weak): twice the blocks, the prompt tokens
+  // and the sequence slots.
+  int blocks = 0, prompt_tokens = 0, rows = 0;
   for (const GenerateRequest& r : requests) {
-    blocks += sched::BlocksFor(static_cast<int>(r.prompt.size()) + std::max(r.max_tokens, 0),
-                               kKvBlockSize);
-    prompt_tokens += static_cast<int>(r.prompt.size());
+    const int k = r.self_contrast ? 2 : 1;
+    blocks += k * sched::BlocksFor(static_cast<int>(r.prompt.size()) + std::max(r.max_tokens, 0),
+                                   kKvBlockSize);
+    prompt_tokens += k * static_cast<int>(r.prompt.size());
+    rows += k;
   }
   MOE_ASSIGN_OR_RETURN(KvCache kv, KvCache::Create(model.model->backend(),
                                                    model.model->KvShape(std::max(blocks, 1))));
@@ -100,8 +104,8 @@ absl::StatusOr<std::vector<Completion>> RunToCompletion(const LoadedModel& model
   StepTimer timer(options.observer, &local);
   StepLoopOptions lo;
   lo.max_batched_tokens =
-      options.max_batched_tokens > 0 ? options.max_batched_tokens : std::max(prompt_tokens, 1);
-  lo.max_seqs = n;
+      options.max_batched_tokens > 0 ? options.max_batched_tokens : std::max(prompt_tokens, 2);
+  lo.max_seqs = std::max(rows, 2);
   lo.observer = &timer;
   MOE_ASSIGN_OR_RETURN(std::unique_ptr<StepLoop> loop, StepLoop::Create(&model, std::move(kv), lo));
   absl::Status error;

@@ -6,11 +6,20 @@ namespace moe::sched {
 
 int StepPlan::num_tokens() const {
   int n = 0;
-  for (const PlanItem& item : items) n += item.num_new_tokens;
+  for (const PlanItem& item : items) n += item.rows * item.num_new_tokens;
   return n;
 }
 
 int BlocksFor(int num_tokens, int block_size) { return (num_tokens + block_size - 1) / block_size; }
+
+namespace {
+
+// The blocks a sequence's rows need to grow to `num_tokens` positions each.
+int NewBlocks(const SeqView& s, int num_tokens, int block_size) {
+  return s.rows * std::max(0, BlocksFor(num_tokens, block_size) - s.num_blocks / s.rows);
+}
+
+}  // namespace
 
 StepPlan Schedule(const std::vector<SeqView>& running, const std::vector<SeqView>& waiting,
                   int free_blocks, const PolicyConfig& config) {
@@ -20,9 +29,9 @@ StepPlan Schedule(const std::vector<SeqView>& running, const std::vector<SeqView
   int last = static_cast<int>(running.size()) - 1;  // last running sequence not preempted
   for (int i = 0; i <= last && budget > 0; ++i) {
     const SeqView& s = running[i];
-    const int n = std::min(s.num_tokens - s.num_computed, budget);
+    const int n = std::min(s.num_tokens - s.num_computed, budget / s.rows);
     if (n <= 0) continue;
-    const int need = std::max(0, BlocksFor(s.num_computed + n, config.block_size) - s.num_blocks);
+    const int need = NewBlocks(s, s.num_computed + n, config.block_size);
     bool self_preempted = false;
     while (need > free_blocks) {
       const SeqView& victim = running[last];
@@ -36,22 +45,24 @@ StepPlan Schedule(const std::vector<SeqView>& running, const std::vector<SeqView
     }
     if (self_preempted) break;
     free_blocks -= need;
-    budget -= n;
-    plan.items.push_back({s.id, n, need, s.num_computed + n == s.num_tokens});
+    budget -= n * s.rows;
+    plan.items.push_back({s.id, n, need, s.num_computed + n == s.num_tokens, s.rows});
   }
   if (!plan.preempted.empty()) return plan;  // memory is short: admit nobody this step
 
-  int num_running = last + 1;
+  int num_running = 0;  // rows
+  for (int i = 0; i <= last; ++i) num_running += running[i].rows;
   for (const SeqView& s : waiting) {
-    if (budget <= 0 || num_running >= config.max_seqs) break;
-    const int n = std::min(s.num_tokens - s.num_computed, budget);
-    const int need = std::max(0, BlocksFor(s.num_computed + n, config.block_size) - s.num_blocks);
+    if (num_running + s.rows > config.max_seqs) break;
+    const int n = std::min(s.num_tokens - s.num_computed, budget / s.rows);
+    if (n <= 0) break;
+    const int need = NewBlocks(s, s.num_computed + n, config.block_size);
     if (need > free_blocks) break;  // FCFS: nobody overtakes the head of the queue
     free_blocks -= need;
-    budget -= n;
-    ++num_running;
+    budget -= n * s.rows;
+    num_running += s.rows;
     plan.admitted.push_back(s.id);
-    plan.items.push_back({s.id, n, need, s.num_computed + n == s.num_tokens});
+    plan.items.push_back({s.id, n, need, s.num_computed + n == s.num_tokens, s.rows});
   }
   return plan;
 }

@@ -8,6 +8,11 @@
 // until it can. Then, if nothing was preempted, waiting sequences FCFS, each as a
 // prefill chunk that fills the remaining budget, while the sequence cap and the pool
 // allow; the queue is never overtaken.
+//
+// An SCMoE pair (DESIGN.md section 6) is one SeqView of 2 rows: its strong and weak
+// sequences share their tokens, so they are admitted, chunked and preempted together,
+// and each of their new tokens costs 2 of the token budget, 2 of the sequence cap and
+// a block slot in each row's table.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +24,8 @@ struct SeqView {
   int64_t id = 0;
   int num_tokens = 0;    // prompt + generated so far
   int num_computed = 0;  // tokens already in the KV cache
-  int num_blocks = 0;    // KV blocks it holds
+  int num_blocks = 0;    // KV blocks it holds, every row's together
+  int rows = 1;          // 2 for an SCMoE pair: rows of the flat batch per token
 };
 
 struct PolicyConfig {
@@ -31,15 +37,16 @@ struct PolicyConfig {
 struct PlanItem {
   int64_t id = 0;
   int num_new_tokens = 0;  // tokens computed this step: [num_computed, + num_new_tokens)
-  int new_blocks = 0;      // blocks to allocate before the step
+  int new_blocks = 0;      // blocks to allocate before the step, every row's together
   bool sample = false;     // the chunk reaches num_tokens: sample the next token
+  int rows = 1;            // the SeqView's rows: the step computes rows * num_new_tokens
 };
 
 struct StepPlan {
   std::vector<PlanItem> items;     // running first (admission order), then admitted
   std::vector<int64_t> preempted;  // running sequences to preempt, most recent first
   std::vector<int64_t> admitted;   // waiting sequences that start running, FCFS
-  int num_tokens() const;
+  int num_tokens() const;          // rows of the flat batch: each item's rows * num_new_tokens
 };
 
 // Blocks needed to hold `num_tokens` token slots.

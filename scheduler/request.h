@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "engine/batch.h"
 #include "engine/sampler.h"
+#include "engine/self_contrast.h"
 
 namespace moe {
 
@@ -28,7 +29,11 @@ struct GenerateRequest {
   bool skip_special_tokens = true;      // in the streamed text
   std::optional<SteadyTime> deadline;   // aborted (reason kAbort) when passed
   // Per-request routing: top_k or top_p (ValidateRouting); weak_rank is never a request's.
+  // With self_contrast it routes the strong pass only.
   RoutingOverride routing;
+  // SCMoE self-contrast decoding (DESIGN.md section 6): the request runs as a pair of
+  // sequences, strong and weak, and each token comes from their combined scores.
+  std::optional<SelfContrastParams> self_contrast;
 };
 
 // Why a request ended.

@@ -31,7 +31,8 @@ struct Sequence {
         tokens(req.prompt),
         prompt_len(static_cast<int>(req.prompt.size())),
         lease(pool),
-        sampler(req.sampling),
+        weak_lease(pool),
+        sampler(ScoreSampling(req)),
         decoder(tok, req.skip_special_tokens),
         stops(req.stop),
         submitted(submitted_at) {}
@@ -43,6 +44,8 @@ struct Sequence {
   int prompt_len;
   int num_computed = 0;  // tokens in the KV cache
   sched::KvLease lease;
+  // An SCMoE pair's weak sequence: the same tokens, its own KV cache (empty otherwise).
+  sched::KvLease weak_lease;
   Sampler sampler;
   IncrementalDecoder decoder;
   sched::StopStringMatcher stops;
@@ -53,8 +56,22 @@ struct Sequence {
   bool finished = false;
 
   int generated() const { return static_cast<int>(tokens.size()) - prompt_len; }
+  bool pair() const { return req.self_contrast.has_value(); }
   sched::SeqView View() const {
-    return {seq_id, static_cast<int>(tokens.size()), num_computed, lease.num_blocks()};
+    return {seq_id, static_cast<int>(tokens.size()), num_computed,
+            lease.num_blocks() + weak_lease.num_blocks(), pair() ? 2 : 1};
+  }
+  void ReleaseBlocks() {
+    lease.Release();
+    weak_lease.Release();
+  }
+
+  // An SCMoE pair samples its combined scores, which already carry the temperature
+  // (specs 1.2: no second division); top-k and top-p apply to them as they are.
+  static SamplingParams ScoreSampling(const GenerateRequest& r) {
+    SamplingParams p = r.sampling;
+    if (r.self_contrast && !p.greedy()) p.temperature = 1.f;
+    return p;
   }
 };
 
@@ -71,7 +88,8 @@ struct StepLoop::Impl {
   int64_t next_seq = 0;
   int64_t preemptions = 0;
   int64_t steps = 0;
-  std::vector<int32_t> sampled;  // the step's tokens, by logits row
+  std::vector<int32_t> sampled;            // the step's tokens, by sampling job
+  std::vector<std::vector<float>> scores;  // an SCMoE pair's combined row, by sampling job
 
   Sequence* Find(int64_t id) {
     for (auto& s : running) {
@@ -143,6 +161,19 @@ absl::Status StepLoop::Validate(const GenerateRequest& r) const {
   const Impl& m = *impl_;
   MOE_RETURN_IF_ERROR(ValidateGeneration(r.prompt, r.max_tokens, r.sampling, m.lm->config));
   MOE_RETURN_IF_ERROR(ValidateRouting(r.routing, m.lm->config.num_experts));
+  const int rows = r.self_contrast ? 2 : 1;
+  if (r.self_contrast) {
+    if (m.lm->config.num_experts == 0) {
+      return absl::InvalidArgumentError(
+          "self_contrast: this model has no routed experts to contrast its routing with");
+    }
+    MOE_RETURN_IF_ERROR(r.self_contrast->Validate(m.lm->config.num_experts));
+    if (m.policy.max_batched_tokens < 2 || m.policy.max_seqs < 2) {
+      return absl::InvalidArgumentError(
+          "self_contrast needs 2 rows of a step, and this server's --max-batched-tokens or "
+          "--max-seqs is 1");
+    }
+  }
   const int n = static_cast<int>(r.prompt.size());
   if (n > m.limits.max_prompt_tokens) {
     return absl::InvalidArgumentError(
@@ -152,10 +183,11 @@ absl::Status StepLoop::Validate(const GenerateRequest& r) const {
     return absl::InvalidArgumentError(
         absl::StrCat("max_tokens ", r.max_tokens, " is above the limit of ", m.limits.max_tokens));
   }
-  const int blocks = sched::BlocksFor(n + r.max_tokens, m.policy.block_size);
+  const int blocks = rows * sched::BlocksFor(n + r.max_tokens, m.policy.block_size);
   if (blocks > m.kv.pool->num_blocks()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("the request needs ", blocks, " KV cache blocks; the cache has ",
+        absl::StrCat("the request needs ", blocks, " KV cache blocks",
+                     rows == 2 ? " (a strong and a weak sequence)" : "", "; the cache has ",
                      m.kv.pool->num_blocks(), " (raise --kv-cache-bytes)"));
   }
   for (int32_t id : r.stop_token_ids) {
@@ -206,7 +238,7 @@ bool StepLoop::Step() {
     auto it = std::find_if(m.running.begin(), m.running.end(),
                            [&](const auto& s) { return s->seq_id == id; });
     Sequence& seq = **it;
-    seq.lease.Release();
+    seq.ReleaseBlocks();
     seq.num_computed = 0;  // recompute prompt + generated tokens later
     seq.running = false;
     m.waiting.push_front(std::move(*it));
@@ -226,16 +258,28 @@ bool StepLoop::Step() {
   if (plan.items.empty()) return false;
 
   Batch batch;
-  std::vector<Sequence*> in_batch;
+  std::vector<Sequence*> in_batch;  // by plan item
+  std::vector<Sequence*> of_row;    // by batch sequence: an SCMoE pair has two
   const SteadyTime now = Clock::now();
   for (const sched::PlanItem& item : plan.items) {
     Sequence* seq = m.Find(item.id);
+    const int upto = seq->num_computed + item.num_new_tokens;
+    const std::span<const int32_t> chunk =
+        std::span<const int32_t>(seq->tokens).subspan(seq->num_computed, item.num_new_tokens);
     // The plan fits the pool: growing cannot fail.
-    seq->lease.EnsureCapacity(seq->num_computed + item.num_new_tokens);
+    seq->lease.EnsureCapacity(upto);
     if (!seq->first_scheduled) seq->first_scheduled = now;
-    batch.AddSequence(
-        std::span<const int32_t>(seq->tokens).subspan(seq->num_computed, item.num_new_tokens),
-        seq->num_computed, seq->lease.data(), item.sample, seq->req.routing);
+    batch.AddSequence(chunk, seq->num_computed, seq->lease.data(), item.sample, seq->req.routing);
+    of_row.push_back(seq);
+    if (seq->pair()) {
+      // The weak sequence right after its strong one: same tokens, its own KV, rank-r
+      // routing in every MoE layer.
+      seq->weak_lease.EnsureCapacity(upto);
+      RoutingOverride weak;
+      weak.weak_rank = seq->req.self_contrast->weak_rank;
+      batch.AddSequence(chunk, seq->num_computed, seq->weak_lease.data(), item.sample, weak);
+      of_row.push_back(seq);
+    }
     in_batch.push_back(seq);
   }
   ForwardOutput out;
@@ -251,22 +295,44 @@ bool StepLoop::Step() {
   for (size_t i = 0; i < in_batch.size(); ++i) {
     in_batch[i]->num_computed += plan.items[i].num_new_tokens;
   }
-  // Each row's sampler owns its random stream and scratch, so rows are drawn on the
-  // kernel threads in any order and give what a lone draw would.
+  // One sampling job per sequence that samples: its logits row, and for an SCMoE pair
+  // the weak row right after it. Each sequence's sampler owns its random stream and
+  // scratch, so jobs run on the kernel threads in any order and give what a lone draw
+  // would.
   const int V = m.lm->config.vocab_size;
-  const int rows = static_cast<int>(out.rows_seq.size());
-  m.sampled.resize(rows);
-  kernels::cpu::ParallelTasks(rows, [&](int r) {
-    Sequence& seq = *in_batch[out.rows_seq[r]];
-    m.sampled[r] = seq.sampler.Sample(
-        std::span<const float>(out.logits.data() + static_cast<int64_t>(r) * V, V));
+  struct Job {
+    Sequence* seq;
+    int row;
+  };
+  std::vector<Job> jobs;
+  for (int r = 0; r < static_cast<int>(out.rows_seq.size()); ++r) {
+    Sequence* seq = of_row[out.rows_seq[r]];
+    jobs.push_back({seq, r});
+    if (seq->pair()) ++r;  // its weak row
+  }
+  const int num_jobs = static_cast<int>(jobs.size());
+  m.sampled.resize(num_jobs);
+  m.scores.resize(num_jobs);
+  auto row = [&](int r) {
+    return std::span<const float>(out.logits.data() + static_cast<int64_t>(r) * V, V);
+  };
+  kernels::cpu::ParallelTasks(num_jobs, [&](int j) {
+    Sequence& seq = *jobs[j].seq;
+    if (!seq.pair()) {
+      m.sampled[j] = seq.sampler.Sample(row(jobs[j].row));
+      return;
+    }
+    const SamplingParams& sp = seq.req.sampling;
+    SelfContrastScores(row(jobs[j].row), row(jobs[j].row + 1), sp.greedy() ? 0.f : sp.temperature,
+                       *seq.req.self_contrast, m.lm->config.eos_token_ids, &m.scores[j]);
+    m.sampled[j] = seq.sampler.Sample(m.scores[j]);
   });
-  for (int r = 0; r < rows; ++r) m.AddToken(*in_batch[out.rows_seq[r]], m.sampled[r]);
+  for (int j = 0; j < num_jobs; ++j) m.AddToken(*jobs[j].seq, m.sampled[j]);
   if (m.options.observer) {
     ServingObserver::Step step;
     step.seconds = Seconds(Clock::now() - step_start);
     step.num_tokens = batch.num_tokens();
-    step.num_seqs = static_cast<int>(in_batch.size());
+    step.num_seqs = static_cast<int>(batch.seqs.size());
     step.num_layers = m.lm->config.num_layers;
     step.num_experts = std::max(m.lm->config.num_experts, 1);
     step.expert_tokens = out.expert_tokens.data();
@@ -348,7 +414,8 @@ void StepLoop::Impl::Finish(Sequence& seq, StopReason reason, std::string matche
     options.observer->OnFinish(reason, e.usage, Seconds(Clock::now() - seq.submitted));
     ServingObserver::Options served;
     served.routing_override = seq.req.routing.any();
-    if (served.routing_override) options.observer->OnServedOptions(served);
+    served.self_contrast = seq.pair();
+    if (served.routing_override || served.self_contrast) options.observer->OnServedOptions(served);
   }
   End(seq, std::move(e));
 }
@@ -364,7 +431,7 @@ void StepLoop::Impl::Fail(Sequence& seq, const absl::Status& error) {
 // before the last event is pushed, so a driver's counts never show an ended request.
 void StepLoop::Impl::End(Sequence& seq, StreamEvent last) {
   seq.finished = true;
-  seq.lease.Release();
+  seq.ReleaseBlocks();
   if (options.listener) options.listener->BeforeEnd(seq.req.id, seq.running);
   seq.sink->Push(std::move(last));
   if (options.listener) options.listener->AfterEnd(seq.req.id);

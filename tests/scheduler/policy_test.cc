@@ -20,8 +20,10 @@ struct Item {
   int n;
   int blocks;
   bool sample;
+  int rows = 1;
   bool operator==(const PlanItem& p) const {
-    return id == p.id && n == p.num_new_tokens && blocks == p.new_blocks && sample == p.sample;
+    return id == p.id && n == p.num_new_tokens && blocks == p.new_blocks && sample == p.sample &&
+           rows == p.rows;
   }
 };
 
@@ -39,6 +41,11 @@ struct Case {
 // {id, num_tokens, num_computed, num_blocks}
 SeqView S(int64_t id, int tokens, int computed, int blocks) {
   return {id, tokens, computed, blocks};
+}
+
+// An SCMoE pair: two rows, `blocks` counting both rows' tables.
+SeqView Pair(int64_t id, int tokens, int computed, int blocks) {
+  return {id, tokens, computed, blocks, 2};
 }
 
 PolicyConfig Cfg(int budget, int max_seqs = 8, int block = 4) { return {budget, max_seqs, block}; }
@@ -114,6 +121,62 @@ std::vector<Case> Cases() {
        {{1, 16, 4, false}},
        {},
        {1}},
+      {"an SCMoE pair's prompt costs two rows of budget and of blocks",
+       {},
+       {Pair(1, 6, 0, 0)},
+       10,
+       Cfg(16),
+       {{1, 6, 4, true, 2}},
+       {},
+       {1}},
+      {"a pair's prefill chunk is half the budget, in both rows",
+       {},
+       {Pair(1, 20, 0, 0), S(2, 3, 0, 0)},
+       20,
+       Cfg(16),
+       {{1, 8, 4, false, 2}},
+       {},
+       {1}},
+      {"a pair decodes one token in each row and grows both tables",
+       {Pair(1, 9, 8, 4), S(2, 5, 4, 1)},
+       {},
+       3,
+       Cfg(16),
+       {{1, 1, 2, true, 2}, {2, 1, 1, true}},
+       {},
+       {}},
+      {"a pair counts two rows against the sequence cap",
+       {S(1, 5, 4, 1)},
+       {Pair(2, 3, 0, 0), S(3, 2, 0, 0)},
+       10,
+       Cfg(16, /*max_seqs=*/2),
+       {{1, 1, 1, true}},
+       {},
+       {}},
+      {"a pair fits the sequence cap exactly",
+       {S(1, 5, 4, 1)},
+       {Pair(2, 3, 0, 0)},
+       10,
+       Cfg(16, /*max_seqs=*/3),
+       {{1, 1, 1, true}, {2, 3, 2, true, 2}},
+       {},
+       {2}},
+      {"preempting a pair frees both rows' blocks",
+       {S(1, 9, 8, 2), Pair(2, 9, 8, 4)},
+       {},
+       0,
+       Cfg(16),
+       {{1, 1, 1, true}},
+       {2},
+       {}},
+      {"a pair waits when the budget left is one row",
+       {S(1, 5, 4, 1)},
+       {Pair(2, 3, 0, 0), S(3, 2, 0, 0)},
+       10,
+       Cfg(2),
+       {{1, 1, 1, true}},
+       {},
+       {}},
       {"a preempted sequence re-enters with prompt and generated tokens",
        {},
        {S(7, 13, 0, 0)},
