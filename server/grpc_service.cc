@@ -368,10 +368,6 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
   const ServingLimits& limits = engine.limits();
   const int vocab = limits.vocab_size;
   const int context = limits.context_length;
-  if (request.has_self_contrast()) {
-    return absl::UnimplementedError(
-        "self_contrast (SCMoE self-contrast decoding) is not implemented yet");
-  }
   if (request.request_id().size() > kMaxRequestIdBytes) {
     return absl::InvalidArgumentError(
         absl::StrCat("request_id is longer than ", kMaxRequestIdBytes, " bytes"));
@@ -451,6 +447,20 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
     sampling.top_k = request.top_k();
   }
   if (request.has_seed()) sampling.seed = request.seed();
+  if (request.has_self_contrast()) {
+    const v1::SelfContrast& in = request.self_contrast();
+    SelfContrastParams sc;
+    if (in.has_alpha()) sc.alpha = in.alpha();
+    if (in.has_beta()) sc.beta = in.beta();
+    if (in.has_weak_rank()) sc.weak_rank = in.weak_rank();
+    if (in.has_ban_eos()) sc.ban_eos = in.ban_eos();
+    if (limits.num_routed_experts == 0) {
+      return absl::InvalidArgumentError(
+          "self_contrast: this model has no routed experts to contrast its routing with");
+    }
+    if (absl::Status s = sc.Validate(limits.num_routed_experts); !s.ok()) return s;
+    out.self_contrast = sc;
+  }
   if (request.has_routing()) {
     const v1::Routing& routing = request.routing();
     switch (routing.rule_case()) {

@@ -162,10 +162,6 @@ std::optional<ApiError> RejectUnsupported(const json& body) {
   for (const char* name : {"logit_bias", "suffix", "tools", "functions"}) {
     if (nonempty(name)) return Invalid(name, absl::StrCat(name, " is not supported"));
   }
-  if (set("self_contrast")) {  // as gRPC refuses it (moe.v1 GenerateRequest.self_contrast)
-    return Invalid("self_contrast",
-                   "self_contrast (SCMoE self-contrast decoding) is not implemented yet");
-  }
   if (set("best_of")) {
     std::optional<int64_t> best_of;
     if (auto e = GetInt(body, "best_of", &best_of)) return e;
@@ -220,6 +216,53 @@ std::optional<ApiError> GetRouting(const json& body, const ModelLimits& limits,
   if (absl::Status s = ValidateRouting(*routing, limits.num_routed_experts); !s.ok()) {
     return Invalid(top_k ? "routing.top_k" : "routing.top_p", std::string(s.message()));
   }
+  return std::nullopt;
+}
+
+// The extension "self_contrast": {"alpha": 0.1, "beta": 0.5, "weak_rank": 2, "ban_eos":
+// false}, every field optional (those are the defaults): SCMoE self-contrast decoding.
+std::optional<ApiError> GetSelfContrast(const json& body, const ModelLimits& limits,
+                                        std::optional<SelfContrastParams>* out) {
+  const json* v = Field(body, "self_contrast");
+  if (v == nullptr) return std::nullopt;
+  if (!v->is_object()) {
+    return Invalid("self_contrast",
+                   absl::StrCat("self_contrast must be an object such as {\"beta\": 0.5}, got ",
+                                v->type_name()));
+  }
+  for (const auto& [key, value] : v->items()) {
+    if (key != "alpha" && key != "beta" && key != "weak_rank" && key != "ban_eos") {
+      return Invalid("self_contrast", absl::StrCat("self_contrast has no field '", ToAbsl(key),
+                                                   "' (alpha, beta, weak_rank, ban_eos)"));
+    }
+  }
+  auto nested = [](std::optional<ApiError> e) {
+    if (e) {
+      e->param = absl::StrCat("self_contrast.", e->param);
+      e->message = absl::StrCat("self_contrast.", e->message);
+    }
+    return e;
+  };
+  std::optional<double> alpha, beta;
+  std::optional<int64_t> weak_rank;
+  SelfContrastParams sc;
+  if (auto e = nested(GetNumber(*v, "alpha", &alpha))) return e;
+  if (auto e = nested(GetNumber(*v, "beta", &beta))) return e;
+  if (auto e = nested(GetInt(*v, "weak_rank", &weak_rank))) return e;
+  if (auto e = nested(GetBool(*v, "ban_eos", &sc.ban_eos))) return e;
+  if (alpha) sc.alpha = static_cast<float>(*alpha);
+  if (beta) sc.beta = static_cast<float>(*beta);
+  if (weak_rank) sc.weak_rank = static_cast<int>(std::clamp<int64_t>(*weak_rank, -1, INT32_MAX));
+  if (limits.num_routed_experts == 0) {
+    return Invalid("self_contrast",
+                   "self_contrast: this model has no routed experts to contrast its routing with");
+  }
+  if (absl::Status s = sc.Validate(limits.num_routed_experts); !s.ok()) {
+    // The message starts with the field: "self_contrast.beta must be ...".
+    const std::string message(s.message());
+    return Invalid(message.substr(0, message.find(' ')), message);
+  }
+  *out = sc;
   return std::nullopt;
 }
 
@@ -328,6 +371,7 @@ std::optional<ApiError> ParseCommon(const json& body, const ModelLimits& limits,
     if (auto e = GetBool(*options, "include_usage", &out->include_usage)) return e;
   }
   if (auto e = GetRouting(body, limits, &r.routing)) return e;
+  if (auto e = GetSelfContrast(body, limits, &r.self_contrast)) return e;
   if (auto e = GetBool(body, "ignore_eos", &r.ignore_eos)) return e;
   if (auto e = GetBool(body, "skip_special_tokens", &r.skip_special_tokens)) return e;
   return std::nullopt;

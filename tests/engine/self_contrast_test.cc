@@ -2,6 +2,8 @@
 // vectors and its edge cases (specs/moe_algorithms.md sections 1.2 and 1.4).
 #include "engine/self_contrast.h"
 
+#include "engine/sampler.h"
+
 #include <cmath>
 #include <limits>
 #include <random>
@@ -127,6 +129,34 @@ TEST(SelfContrastTest, BanEosRemovesItAndFallsBackWhenNothingElseIsPlausible) {
   EXPECT_EQ(scores[0], -kInf);
   EXPECT_TRUE(std::isfinite(scores[1]));
   EXPECT_EQ(SelfContrastGreedy(strong, weak, {1.f, 0.5f, 2, true}, eos), 1);
+}
+
+// The scheduler samples an SCMoE pair's scores with the request's top-k/top-p at
+// temperature 1 (the scores already carry T): a masked token is never drawn, the draws
+// follow softmax(score), and a seeded stream repeats itself.
+TEST(SelfContrastTest, SamplingTheScoresNeverDrawsAMaskedToken) {
+  const std::vector<float> strong = {2.0f, 1.9f, 0.3f, -1.0f, 1.95f};
+  const std::vector<float> weak = {2.5f, 1.0f, 0.2f, -0.5f, 3.0f};
+  std::vector<float> scores;
+  SelfContrastScores(strong, weak, 0.7f, {0.1f, 0.5f, 2, false}, {}, &scores);
+  ASSERT_EQ(scores[3], -kInf);  // below the cutoff
+  for (float top_p : {1.f, 0.95f}) {
+    SamplingParams p;
+    p.temperature = 1.f;
+    p.top_p = top_p;
+    p.seed = 5;
+    Sampler a(p), b(p);
+    std::vector<int> counts(5, 0);
+    for (int i = 0; i < 4000; ++i) {
+      const int32_t t = a.Sample(scores);
+      ASSERT_EQ(t, b.Sample(scores));
+      ASSERT_TRUE(t >= 0 && t < 5 && std::isfinite(scores[t])) << t;
+      ++counts[t];
+    }
+    // Token 1 has the highest score (the contrast favours it over token 0).
+    EXPECT_GT(counts[1], counts[0]);
+    EXPECT_GT(counts[1], counts[4]);
+  }
 }
 
 TEST(SelfContrastTest, ValidationNamesTheField) {

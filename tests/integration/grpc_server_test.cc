@@ -559,6 +559,56 @@ TEST_F(GrpcServerTest, RoutingOverridesAreServedBatchedAndCancelled) {
   EXPECT_TRUE(WaitForNoRequests());
 }
 
+// SCMoE over gRPC: a pair is served and streamed with the prompt counted once, gives the
+// same tokens alone and beside seven others (plain, routed and other pairs), differs from
+// plain greedy, and a cancelled pair frees both sequences' KV blocks.
+TEST_F(GrpcServerTest, SelfContrastPairsAreServedBatchedAndCancelled) {
+  const std::string prompt = "In a quiet village by the sea";
+  v1::GenerateRequest pair = GreedyRequest(prompt, 24);
+  pair.mutable_self_contrast()->set_beta(0.9f);
+  pair.mutable_self_contrast()->set_weak_rank(3);
+  const GenerateResult plain = Generate(GreedyRequest(prompt, 24));
+  const GenerateResult alone = Generate(pair);
+  ASSERT_TRUE(alone.status.ok()) << alone.status.error_message();
+  ASSERT_EQ(alone.ids.size(), 24u);
+  EXPECT_GT(alone.messages, 1) << "the pair's tokens were not streamed";
+  EXPECT_EQ(alone.finish.usage().prompt_tokens(), plain.finish.usage().prompt_tokens());
+  EXPECT_EQ(alone.finish.usage().completion_tokens(), 24);
+  EXPECT_NE(alone.ids, plain.ids) << "self-contrast changed nothing";
+
+  std::vector<GenerateResult> results(8);
+  std::latch start(8);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&, i] {
+      v1::GenerateRequest request =
+          i == 0 ? pair : GreedyRequest("Another prompt number " + std::to_string(i), 12 + i);
+      if (i % 3 == 1) request.mutable_self_contrast()->set_weak_rank(1 + i % 8);
+      if (i % 3 == 2) request.mutable_routing()->set_top_p(0.5f);
+      start.arrive_and_wait();
+      results[i] = Generate(request);
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (const GenerateResult& r : results) ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(results[0].ids, alone.ids);
+  EXPECT_EQ(results[0].text, alone.text);
+
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::GenerateRequest long_one = GreedyRequest("Cancel me", kContext / 2);
+  long_one.mutable_self_contrast();  // the defaults
+  auto reader = stub_->Generate(&context, long_one);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_GT(ServerStatus().kv_blocks_used(), 0);
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_TRUE(WaitForNoRequests()) << "the cancelled pair left KV blocks behind";
+}
+
 TEST_F(GrpcServerTest, ClientCancellationFreesTheRequest) {
   grpc::ClientContext context;
   SetDeadline(&context);
@@ -741,15 +791,20 @@ TEST_F(GrpcServerTest, EveryBadInputIsRefusedAndTheServerKeepsServing) {
     r.mutable_routing();  // present with neither rule
     add("empty routing", r);
   }
-  {
+  for (float alpha : {0.f, -0.1f, 1.5f, std::nanf("")}) {
     v1::GenerateRequest r = greedy();
-    r.mutable_self_contrast()->set_alpha(0.1f);
-    add("self_contrast", r, grpc::StatusCode::UNIMPLEMENTED);
+    r.mutable_self_contrast()->set_alpha(alpha);
+    add("self_contrast.alpha " + std::to_string(alpha), r);
   }
-  {
+  for (float beta : {-0.5f, std::nanf(""), INFINITY}) {
     v1::GenerateRequest r = greedy();
-    r.mutable_self_contrast();  // present even with no field set
-    add("empty self_contrast", r, grpc::StatusCode::UNIMPLEMENTED);
+    r.mutable_self_contrast()->set_beta(beta);
+    add("self_contrast.beta " + std::to_string(beta), r);
+  }
+  for (int rank : {0, -2, 9}) {
+    v1::GenerateRequest r = greedy();
+    r.mutable_self_contrast()->set_weak_rank(rank);
+    add("self_contrast.weak_rank " + std::to_string(rank), r);
   }
 
   for (const Case& c : cases) {

@@ -305,11 +305,38 @@ TEST_F(HttpServerTest, RoutingIsServedStreamedRefusedAndCounted) {
                 ::testing::StartsWith("routing"));
   }
 
-  // A client that hangs up mid-stream: the request ends and frees its blocks.
+  // SCMoE: served, and streamed with the same text.
+  nlohmann::json pair = base;
+  pair["self_contrast"] = {{"beta", 0.9}, {"weak_rank", 3}};
+  auto pair_res = post(pair);
+  ASSERT_EQ(pair_res->status, 200) << pair_res->body;
+  const nlohmann::json pair_out = nlohmann::json::parse(pair_res->body);
+  EXPECT_EQ(pair_out["usage"]["prompt_tokens"],
+            nlohmann::json::parse(own->body)["usage"]["prompt_tokens"]);
+  EXPECT_NE(pair_out["choices"][0]["text"], own_text) << "self-contrast changed nothing";
+  pair["stream"] = true;
+  auto pair_stream = post(pair);
+  ASSERT_EQ(pair_stream->status, 200);
+  std::string pair_joined;
+  std::istringstream pair_lines(pair_stream->body);
+  for (std::string line; std::getline(pair_lines, line);) {
+    if (!line.starts_with("data: {")) continue;
+    pair_joined += nlohmann::json::parse(line.substr(6))["choices"][0]["text"].get<std::string>();
+  }
+  EXPECT_EQ(pair_joined, pair_out["choices"][0]["text"]);
+  nlohmann::json bad_pair = base;
+  bad_pair["self_contrast"] = {{"weak_rank", 9}};
+  auto bad_pair_res = post(bad_pair);
+  EXPECT_EQ(bad_pair_res->status, 400);
+  EXPECT_EQ(nlohmann::json::parse(bad_pair_res->body)["error"]["param"], "self_contrast.weak_rank");
+
+  // A client that hangs up mid-stream: the request (a routed pair) ends and frees both
+  // sequences' blocks.
   nlohmann::json long_one = base;
   long_one["max_tokens"] = 900;
   long_one["stream"] = true;
   long_one["routing"] = {{"top_p", 0.9}};
+  long_one["self_contrast"] = nlohmann::json::object();
   int chunks = 0;
   httplib::Client hangs_up("127.0.0.1", server_->http_port());
   httplib::Request req;
@@ -334,10 +361,11 @@ TEST_F(HttpServerTest, RoutingIsServedStreamedRefusedAndCounted) {
   }
   EXPECT_THAT(text_metrics, HasSubstr("moe_requests_finished_total{reason=\"abort\"} 1"));
   EXPECT_THAT(text_metrics, HasSubstr("moe_kv_cache_usage_ratio 0"));
-  // Five routed requests: top_k 8 twice (whole, streamed), top_p 0.4, the chat, the cut one.
+  // Five routed requests: top_k 8 twice (whole, streamed), top_p 0.4, the chat, the cut
+  // one; three pairs: whole, streamed, the cut one.
   EXPECT_THAT(text_metrics, HasSubstr("moe_requests_with_option_total{option=\"routing\"} 5"));
   EXPECT_THAT(text_metrics,
-              HasSubstr("moe_requests_with_option_total{option=\"self_contrast\"} 0"));
+              HasSubstr("moe_requests_with_option_total{option=\"self_contrast\"} 3"));
   EXPECT_THAT(text_metrics, ::testing::ContainsRegex("moe_experts_per_token_count [1-9]"));
   // Some (token, layer) used all 8 experts and none used more: the le="6" bucket is below
   // the le="8" one, which already holds the count.

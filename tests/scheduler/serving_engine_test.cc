@@ -4,6 +4,7 @@
 #include "scheduler/serving_engine.h"
 
 #include "scheduler/batch_runner.h"
+#include "scheduler/policy.h"
 
 #include <chrono>
 #include <random>
@@ -188,6 +189,99 @@ TEST_F(EngineTest, RoutingOverridesMatchTheirAloneOutputsBesidePlainRequests) {
   ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
   EXPECT_GT(engine->Status().preemptions, 0) << "the pool was meant to force preemption";
   EXPECT_EQ(engine->Status().kv_blocks_used, 0);
+}
+
+// SCMoE pairs inside continuous batching: pairs (greedy and seeded sampling, some with a
+// routing override on the strong pass) beside plain requests, with a small token budget
+// and a pool that forces preemption: every request gives what it gives alone, and no
+// block is left.
+TEST_F(EngineTest, SelfContrastPairsMatchTheirAloneOutputsThroughChunkingAndPreemption) {
+  ServingOptions options;
+  options.max_batched_tokens = 24;
+  options.max_seqs = 16;
+  options.kv_cache_bytes = 28 * reference_->model->KvShape(1).BytesPerBlock();
+  auto engine = MakeEngine(options);
+  const std::vector<std::string> prompts = Prompts(12);
+  std::vector<GenerateRequest> requests;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerateRequest r = Greedy(Encode(prompts[i]), 16);
+    if (i % 3 != 0) {
+      SelfContrastParams sc;
+      sc.beta = 0.3f + 0.2f * static_cast<float>(i % 4);
+      sc.weak_rank = 1 + static_cast<int>(i % 4);
+      sc.ban_eos = i % 2 == 0;
+      r.self_contrast = sc;
+    }
+    if (i % 4 == 1) {
+      r.sampling.temperature = 0.8f;
+      r.sampling.top_p = 0.9f;
+      r.sampling.seed = 77 + i;
+    }
+    if (i % 5 == 2) r.routing.top_k = 3;
+    requests.push_back(std::move(r));
+  }
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const GenerateRequest& r : requests) {
+    auto s = engine->Submit(r);
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  int differ = 0;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Collected c = Drain(*streams[i]);
+    auto alone = RunToCompletion(*reference_, std::span(&requests[i], 1));
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ(c.tokens, (*alone)[0].tokens) << "request " << i;
+    EXPECT_EQ(c.text, (*alone)[0].text) << "request " << i;
+    EXPECT_EQ(c.finish.usage.prompt_tokens, static_cast<int>(requests[i].prompt.size()));
+    if (requests[i].self_contrast && requests[i].sampling.greedy()) {
+      differ += c.tokens != Alone(requests[i].prompt, 16, requests[i].routing);
+    }
+  }
+  EXPECT_GE(differ, 3) << "self-contrast hardly changed the greedy continuations";
+  ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
+  EXPECT_GT(engine->Status().preemptions, 0) << "the pool was meant to force preemption";
+  EXPECT_EQ(engine->Status().kv_blocks_used, 0);
+}
+
+TEST_F(EngineTest, ACancelledPairFreesBothSequencesBlocks) {
+  auto engine = MakeEngine();
+  GenerateRequest r = Greedy(Encode("And the king said unto Moses"), 400);
+  r.self_contrast = SelfContrastParams{};
+  const int prompt = static_cast<int>(r.prompt.size());
+  auto stream = engine->Submit(r);
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  std::optional<StreamEvent> first = (*stream)->Next(milliseconds(30000));
+  ASSERT_TRUE(first.has_value());
+  // Both rows hold the prompt and the first token's slot.
+  EXPECT_GE(engine->Status().kv_blocks_used, 2 * sched::BlocksFor(prompt + 1, kKvBlockSize));
+  (*stream)->Cancel();
+  EXPECT_EQ(Drain(**stream).finish.reason, StopReason::kAbort);
+  ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
+  EXPECT_EQ(engine->Status().kv_blocks_used, 0);
+}
+
+TEST_F(EngineTest, SelfContrastOutsideItsRangeIsRefusedWithItsField) {
+  ServingOptions options;
+  auto engine = MakeEngine(options);
+  auto refused = [&](SelfContrastParams sc) {
+    GenerateRequest r = Greedy({1, 2, 3}, 4);
+    r.self_contrast = sc;
+    return std::string(engine->Submit(std::move(r)).status().message());
+  };
+  EXPECT_THAT(refused({.alpha = 0.f}), HasSubstr("self_contrast.alpha"));
+  EXPECT_THAT(refused({.beta = -1.f}), HasSubstr("self_contrast.beta"));
+  EXPECT_THAT(refused({.weak_rank = 9}), HasSubstr("self_contrast.weak_rank"));
+  // A pair needs twice the blocks of its request: one that fits alone but not doubled.
+  ServingOptions small;
+  small.kv_cache_bytes = 3 * reference_->model->KvShape(1).BytesPerBlock();
+  auto tight = MakeEngine(small);
+  GenerateRequest r = Greedy(std::vector<int32_t>(20, 5), 20);  // 3 blocks of 16
+  EXPECT_TRUE(tight->Submit(r).ok());
+  r.self_contrast = SelfContrastParams{};
+  const absl::Status s = tight->Submit(r).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("a strong and a weak sequence"));
 }
 
 TEST_F(EngineTest, RoutingOutsideTheModelIsRefusedWithItsField) {

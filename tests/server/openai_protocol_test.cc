@@ -161,6 +161,28 @@ TEST_F(OpenAiProtocolTest, RoutingIsParsedOnBothEndpoints) {
   EXPECT_FALSE(out.request.routing.any());
 }
 
+TEST_F(OpenAiProtocolTest, SelfContrastTakesItsDefaultsAndItsFields) {
+  ParsedGeneration out;
+  ASSERT_EQ(Completion(R"({"prompt": "hi", "self_contrast": {}})", &out), std::nullopt);
+  ASSERT_TRUE(out.request.self_contrast.has_value());
+  EXPECT_FLOAT_EQ(out.request.self_contrast->alpha, 0.1f);
+  EXPECT_FLOAT_EQ(out.request.self_contrast->beta, 0.5f);
+  EXPECT_EQ(out.request.self_contrast->weak_rank, 2);
+  EXPECT_FALSE(out.request.self_contrast->ban_eos);
+  ASSERT_EQ(Chat(R"({"messages": [{"role": "user", "content": "hi"}],
+                     "self_contrast": {"alpha": 1, "beta": 0, "weak_rank": 8, "ban_eos": true},
+                     "routing": {"top_k": 3}})",
+                 &out),
+            std::nullopt);
+  EXPECT_FLOAT_EQ(out.request.self_contrast->alpha, 1.f);
+  EXPECT_FLOAT_EQ(out.request.self_contrast->beta, 0.f);
+  EXPECT_EQ(out.request.self_contrast->weak_rank, 8);
+  EXPECT_TRUE(out.request.self_contrast->ban_eos);
+  EXPECT_EQ(out.request.routing.top_k, 3);  // the strong pass's routing
+  ASSERT_EQ(Completion(R"({"prompt": "hi", "self_contrast": null})", &out), std::nullopt);
+  EXPECT_FALSE(out.request.self_contrast.has_value());
+}
+
 TEST_F(OpenAiProtocolTest, RoutingIsRefusedOnAModelWithoutRoutedExperts) {
   ModelLimits limits = Limits();
   limits.num_routed_experts = 0;
@@ -184,7 +206,20 @@ TEST_F(OpenAiProtocolTest, BadCompletionsAreRefused) {
       {R"({"prompt": "hi", "stream": true, "stream_options": {"include_usage": 1}})", 400,
        "include_usage", ""},
       {R"({"prompt": "hi", "stream": true, "stream_options": true})", 400, "stream_options", ""},
-      {R"({"prompt": "hi", "self_contrast": {"weak_rank": 2}})", 400, "self_contrast", ""},
+      {R"({"prompt": "hi", "self_contrast": 1})", 400, "self_contrast", ""},
+      {R"({"prompt": "hi", "self_contrast": {"gamma": 1}})", 400, "self_contrast", ""},
+      {R"({"prompt": "hi", "self_contrast": {"beta": -0.1}})", 400, "self_contrast.beta", ""},
+      {R"({"prompt": "hi", "self_contrast": {"beta": "big"}})", 400, "self_contrast.beta", ""},
+      {R"({"prompt": "hi", "self_contrast": {"alpha": 0}})", 400, "self_contrast.alpha", ""},
+      {R"({"prompt": "hi", "self_contrast": {"alpha": 1.5}})", 400, "self_contrast.alpha", ""},
+      {R"({"prompt": "hi", "self_contrast": {"weak_rank": 0}})", 400, "self_contrast.weak_rank",
+       ""},
+      {R"({"prompt": "hi", "self_contrast": {"weak_rank": 9}})", 400, "self_contrast.weak_rank",
+       ""},
+      {R"({"prompt": "hi", "self_contrast": {"weak_rank": 2.5}})", 400, "self_contrast.weak_rank",
+       ""},
+      {R"({"prompt": "hi", "self_contrast": {"ban_eos": "yes"}})", 400, "self_contrast.ban_eos",
+       ""},
       {R"({"model": 3, "prompt": "hi"})", 400, "model", ""},
       {R"({})", 400, "prompt", ""},
       {R"({"prompt": ""})", 400, "prompt", ""},
