@@ -104,6 +104,37 @@ class GrpcServerTest : public ::testing::Test {
     return Collect(*reader);
   }
 
+  // Runs the requests at once (released together), each on its own thread.
+  std::vector<GenerateResult> GenerateConcurrently(
+      const std::vector<v1::GenerateRequest>& requests) {
+    const int n = static_cast<int>(requests.size());
+    std::vector<GenerateResult> results(n);
+    std::latch start(n);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        start.arrive_and_wait();
+        results[i] = Generate(requests[i]);
+      });
+    }
+    for (std::thread& t : threads) t.join();
+    return results;
+  }
+
+  // Starts the request, cancels the call after its first message and expects CANCELLED.
+  void CancelAfterFirstMessage(const v1::GenerateRequest& request) {
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    auto reader = stub_->Generate(&context, request);
+    v1::GenerateResponse response;
+    ASSERT_TRUE(reader->Read(&response));
+    EXPECT_GT(ServerStatus().kv_blocks_used(), 0);
+    context.TryCancel();
+    while (reader->Read(&response)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+
   v1::GetServerStatusResponse ServerStatus() {
     grpc::ClientContext context;
     SetDeadline(&context);
@@ -526,36 +557,19 @@ TEST_F(GrpcServerTest, RoutingOverridesAreServedBatchedAndCancelled) {
   EXPECT_TRUE(all_alone.ids != plain.ids || nucleus_alone.ids != plain.ids)
       << "neither override changed the continuation";
 
-  std::vector<GenerateResult> results(8);
-  std::latch start(8);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 8; ++i) {
-    threads.emplace_back([&, i] {
-      v1::GenerateRequest request =
-          i == 0   ? all
-          : i == 1 ? nucleus
-                   : GreedyRequest("Another prompt number " + std::to_string(i), 16 + i);
-      if (i >= 2 && i % 2 == 0) request.mutable_routing()->set_top_k(1 + i % 8);
-      start.arrive_and_wait();
-      results[i] = Generate(request);
-    });
+  std::vector<v1::GenerateRequest> requests = {all, nucleus};
+  for (int i = 2; i < 8; ++i) {
+    requests.push_back(GreedyRequest("Another prompt number " + std::to_string(i), 16 + i));
+    if (i % 2 == 0) requests.back().mutable_routing()->set_top_k(1 + i % 8);
   }
-  for (std::thread& t : threads) t.join();
+  const std::vector<GenerateResult> results = GenerateConcurrently(requests);
   for (const GenerateResult& r : results) ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(results[0].ids, all_alone.ids);
   EXPECT_EQ(results[1].ids, nucleus_alone.ids);
 
-  grpc::ClientContext context;
-  SetDeadline(&context);
   v1::GenerateRequest long_one = GreedyRequest("Cancel me", kContext - 16);
   long_one.mutable_routing()->set_top_p(0.9f);
-  auto reader = stub_->Generate(&context, long_one);
-  v1::GenerateResponse response;
-  ASSERT_TRUE(reader->Read(&response));
-  context.TryCancel();
-  while (reader->Read(&response)) {
-  }
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  CancelAfterFirstMessage(long_one);
   EXPECT_TRUE(WaitForNoRequests());
 }
 
@@ -576,36 +590,20 @@ TEST_F(GrpcServerTest, SelfContrastPairsAreServedBatchedAndCancelled) {
   EXPECT_EQ(alone.finish.usage().completion_tokens(), 24);
   EXPECT_NE(alone.ids, plain.ids) << "self-contrast changed nothing";
 
-  std::vector<GenerateResult> results(8);
-  std::latch start(8);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < 8; ++i) {
-    threads.emplace_back([&, i] {
-      v1::GenerateRequest request =
-          i == 0 ? pair : GreedyRequest("Another prompt number " + std::to_string(i), 12 + i);
-      if (i % 3 == 1) request.mutable_self_contrast()->set_weak_rank(1 + i % 8);
-      if (i % 3 == 2) request.mutable_routing()->set_top_p(0.5f);
-      start.arrive_and_wait();
-      results[i] = Generate(request);
-    });
+  std::vector<v1::GenerateRequest> requests = {pair};
+  for (int i = 1; i < 8; ++i) {
+    requests.push_back(GreedyRequest("Another prompt number " + std::to_string(i), 12 + i));
+    if (i % 3 == 1) requests.back().mutable_self_contrast()->set_weak_rank(1 + i % 8);
+    if (i % 3 == 2) requests.back().mutable_routing()->set_top_p(0.5f);
   }
-  for (std::thread& t : threads) t.join();
+  const std::vector<GenerateResult> results = GenerateConcurrently(requests);
   for (const GenerateResult& r : results) ASSERT_TRUE(r.status.ok()) << r.status.error_message();
   EXPECT_EQ(results[0].ids, alone.ids);
   EXPECT_EQ(results[0].text, alone.text);
 
-  grpc::ClientContext context;
-  SetDeadline(&context);
   v1::GenerateRequest long_one = GreedyRequest("Cancel me", kContext / 2);
   long_one.mutable_self_contrast();  // the defaults
-  auto reader = stub_->Generate(&context, long_one);
-  v1::GenerateResponse response;
-  ASSERT_TRUE(reader->Read(&response));
-  EXPECT_GT(ServerStatus().kv_blocks_used(), 0);
-  context.TryCancel();
-  while (reader->Read(&response)) {
-  }
-  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  CancelAfterFirstMessage(long_one);
   EXPECT_TRUE(WaitForNoRequests()) << "the cancelled pair left KV blocks behind";
 }
 

@@ -48,6 +48,17 @@ int64_t Bf16ServedBytes(const std::string& path) {
   return total;
 }
 
+// The text of an SSE completion stream: every chunk's choices[0].text, joined.
+std::string JoinedSseText(const std::string& body) {
+  std::string joined;
+  std::istringstream lines(body);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.starts_with("data: {")) continue;
+    joined += nlohmann::json::parse(line.substr(6))["choices"][0]["text"].get<std::string>();
+  }
+  return joined;
+}
+
 class HttpServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -277,14 +288,7 @@ TEST_F(HttpServerTest, RoutingIsServedStreamedRefusedAndCounted) {
   routed["stream"] = true;
   auto streamed = post(routed);
   ASSERT_EQ(streamed->status, 200);
-  std::string joined;
-  std::istringstream lines(streamed->body);
-  for (std::string line; std::getline(lines, line);) {
-    if (!line.starts_with("data: {")) continue;
-    const auto chunk = nlohmann::json::parse(line.substr(6));
-    joined += chunk["choices"][0]["text"].get<std::string>();
-  }
-  EXPECT_EQ(joined, text);
+  EXPECT_EQ(JoinedSseText(streamed->body), text);
 
   nlohmann::json chat = {{"messages", {{{"role", "user"}, {"content", "hi"}}}},
                          {"max_tokens", 4},
@@ -317,13 +321,7 @@ TEST_F(HttpServerTest, RoutingIsServedStreamedRefusedAndCounted) {
   pair["stream"] = true;
   auto pair_stream = post(pair);
   ASSERT_EQ(pair_stream->status, 200);
-  std::string pair_joined;
-  std::istringstream pair_lines(pair_stream->body);
-  for (std::string line; std::getline(pair_lines, line);) {
-    if (!line.starts_with("data: {")) continue;
-    pair_joined += nlohmann::json::parse(line.substr(6))["choices"][0]["text"].get<std::string>();
-  }
-  EXPECT_EQ(pair_joined, pair_out["choices"][0]["text"]);
+  EXPECT_EQ(JoinedSseText(pair_stream->body), pair_out["choices"][0]["text"]);
   nlohmann::json bad_pair = base;
   bad_pair["self_contrast"] = {{"weak_rank", 9}};
   auto bad_pair_res = post(bad_pair);
