@@ -128,7 +128,13 @@ class GrpcServerTest : public ::testing::Test {
     auto reader = stub_->Generate(&context, request);
     v1::GenerateResponse response;
     ASSERT_TRUE(reader->Read(&response));
-    EXPECT_GT(ServerStatus().kv_blocks_used(), 0);
+    // The status is published after the step that streamed the first message: poll it.
+    int64_t used = 0;
+    for (int i = 0; i < 200 && used == 0; ++i) {
+      used = ServerStatus().kv_blocks_used();
+      if (used == 0) std::this_thread::sleep_for(milliseconds(10));
+    }
+    EXPECT_GT(used, 0);
     context.TryCancel();
     while (reader->Read(&response)) {
     }

@@ -253,8 +253,15 @@ TEST_F(EngineTest, ACancelledPairFreesBothSequencesBlocks) {
   ASSERT_TRUE(stream.ok()) << stream.status();
   std::optional<StreamEvent> first = (*stream)->Next(milliseconds(30000));
   ASSERT_TRUE(first.has_value());
-  // Both rows hold the prompt and the first token's slot.
-  EXPECT_GE(engine->Status().kv_blocks_used, 2 * sched::BlocksFor(prompt + 1, kKvBlockSize));
+  // Both rows hold the prompt and the first token's slot (the status is published after
+  // the step that streamed the first token: poll it).
+  const int want = 2 * sched::BlocksFor(prompt + 1, kKvBlockSize);
+  int used = 0;
+  for (int i = 0; i < 1000 && used < want; ++i) {
+    used = engine->Status().kv_blocks_used;
+    if (used < want) std::this_thread::sleep_for(milliseconds(5));
+  }
+  EXPECT_GE(used, want);
   (*stream)->Cancel();
   EXPECT_EQ(Drain(**stream).finish.reason, StopReason::kAbort);
   ASSERT_TRUE(engine->WaitIdle(milliseconds(10000)));
