@@ -153,8 +153,26 @@ json MachineJson() {
 // ---------------------------------------------------------------------------------------
 // generate
 
+// --routing-top-k/-p and --self-contrast (with --scmoe-*) on both subcommands.
+void AddExtensionFlags(CLI::App* app, Extensions* x) {
+  auto* k = app->add_option("--routing-top-k", x->routing_top_k,
+                            "moe-serve routing: N experts per token in every MoE layer");
+  auto* p = app->add_option("--routing-top-p", x->routing_top_p,
+                            "moe-serve routing: the fewest experts whose router mass exceeds P");
+  k->excludes(p);
+  auto* sc = app->add_flag("--self-contrast", x->self_contrast,
+                           "moe-serve SCMoE self-contrast decoding (defaults: alpha 0.1, beta "
+                           "0.5, weak rank 2)");
+  app->add_option("--scmoe-alpha", x->alpha, "SCMoE plausibility cutoff, in (0, 1]")->needs(sc);
+  app->add_option("--scmoe-beta", x->beta, "SCMoE contrast strength, >= 0")->needs(sc);
+  app->add_option("--scmoe-weak-rank", x->weak_rank, "SCMoE weak pass's expert rank (1-based)")
+      ->needs(sc);
+  app->add_flag("--scmoe-ban-eos", x->ban_eos, "SCMoE: never choose EOS")->needs(sc);
+}
+
 struct GenerateFlags {
   Endpoint endpoint;
+  Extensions extensions;
   std::string prompt;
   int max_tokens = 64;
   std::optional<float> temperature, top_p;
@@ -172,6 +190,7 @@ int RunGenerate(const GenerateFlags& f) {
   options.top_p = f.top_p;
   options.seed = f.seed;
   options.ignore_eos = f.ignore_eos;
+  options.extensions = f.extensions;
   options.stream = !f.no_stream;
   options.timeout = std::chrono::milliseconds(std::llround(f.endpoint.request_timeout * 1000));
   PromptSpec prompt{f.prompt, {}, f.max_tokens};
@@ -233,6 +252,7 @@ struct BenchFlags {
   std::string dataset;
   bool ignore_eos = false;
   std::optional<float> temperature, top_p;
+  Extensions extensions;
   std::string slo;
   std::string output;
   std::string sweep;
@@ -440,6 +460,7 @@ int RunBenchCommand(const BenchFlags& f) {
   config.options.top_p = f.top_p;
   config.options.seed = std::nullopt;
   config.options.ignore_eos = f.ignore_eos;
+  config.options.extensions = f.extensions;
   config.options.timeout =
       std::chrono::milliseconds(std::llround(f.endpoint.request_timeout * 1000));
 
@@ -554,6 +575,7 @@ int Main(int argc, char** argv) {
   generate->add_flag("--ignore-eos", g.ignore_eos, "Do not stop at EOS");
   generate->add_flag("--json", g.json, "Print one JSON object (text, usage, timings)");
   generate->add_flag("--no-stream", g.no_stream, "Ask for one response instead of a stream");
+  AddExtensionFlags(generate, &g.extensions);
 
   BenchFlags b;
   CLI::App* bench = app.add_subcommand("bench", "Load-test a server and report latencies");
@@ -599,6 +621,7 @@ int Main(int argc, char** argv) {
   bench->add_flag("--ignore-eos", b.ignore_eos, "Do not stop at EOS: exact output lengths");
   bench->add_option("--temperature", b.temperature, "Sampling temperature");
   bench->add_option("--top-p", b.top_p, "Nucleus sampling mass");
+  AddExtensionFlags(bench, &b.extensions);
   bench->add_option("--slo", b.slo, "Goodput limits, e.g. ttft=0.5,tpot=0.05 (seconds)");
   bench->add_option("--output", b.output, "JSON result file");
   bench->add_option("--sweep", b.sweep,

@@ -70,6 +70,16 @@ class GrpcTransport final : public Transport {
     if (options.top_p) request.set_top_p(*options.top_p);
     if (options.seed) request.set_seed(*options.seed);
     request.set_ignore_eos(options.ignore_eos);
+    const Extensions& x = options.extensions;
+    if (x.routing_top_k) request.mutable_routing()->set_top_k(*x.routing_top_k);
+    if (x.routing_top_p) request.mutable_routing()->set_top_p(*x.routing_top_p);
+    if (x.self_contrast) {
+      moe::v1::SelfContrast* sc = request.mutable_self_contrast();
+      if (x.alpha) sc->set_alpha(*x.alpha);
+      if (x.beta) sc->set_beta(*x.beta);
+      if (x.weak_rank) sc->set_weak_rank(*x.weak_rank);
+      if (x.ban_eos) sc->set_ban_eos(true);
+    }
 
     RequestRecord record;
     grpc::ClientContext context;
@@ -163,6 +173,17 @@ class OpenAiHttpTransport final : public Transport {
     if (options.top_p) body["top_p"] = *options.top_p;
     if (options.seed) body["seed"] = *options.seed;
     if (options.ignore_eos) body["ignore_eos"] = true;
+    const Extensions& x = options.extensions;
+    if (x.routing_top_k) body["routing"] = {{"top_k", *x.routing_top_k}};
+    if (x.routing_top_p) body["routing"] = {{"top_p", *x.routing_top_p}};
+    if (x.self_contrast) {
+      json sc = json::object();
+      if (x.alpha) sc["alpha"] = *x.alpha;
+      if (x.beta) sc["beta"] = *x.beta;
+      if (x.weak_rank) sc["weak_rank"] = *x.weak_rank;
+      if (x.ban_eos) sc["ban_eos"] = true;
+      body["self_contrast"] = sc;
+    }
 
     RequestRecord record;
     // A keep-alive connection from the pool, as HTTP clients (the openai package's

@@ -22,12 +22,24 @@ namespace moe::client {
 
 using Clock = std::chrono::steady_clock;
 
+// moe-serve's request extensions (docs/serving.md, "SCMoE and per-request routing"):
+// unset fields are not sent.
+struct Extensions {
+  std::optional<int> routing_top_k;
+  std::optional<float> routing_top_p;
+  bool self_contrast = false;  // SCMoE; the four below only refine it
+  std::optional<float> alpha, beta;
+  std::optional<int> weak_rank;
+  bool ban_eos = false;
+};
+
 // Sampling and streaming options of one request; unset fields take the server's default.
 struct GenerateOptions {
   std::optional<float> temperature;
   std::optional<float> top_p;
   std::optional<uint64_t> seed;
   bool ignore_eos = false;
+  Extensions extensions;
   bool stream = true;  // false: one response at the end (TTFT is then the e2e latency)
   // The whole request (connect to last byte) must finish within this; else "timeout".
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};

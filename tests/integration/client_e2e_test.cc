@@ -167,6 +167,49 @@ TEST_F(ClientE2eTest, GenerateJsonReturnsTextAndUsage) {
   }
 }
 
+// The moe-serve extensions from the client: the same SCMoE + routing text over gRPC and
+// HTTP, different from plain greedy; a bench run of pairs; a bad value fails in words.
+TEST_F(ClientE2eTest, SelfContrastAndRoutingFlagsReachTheServerOnBothTransports) {
+  const std::string base =
+      " --prompt 'Hello there' --max-tokens 12 --ignore-eos --temperature 0 "
+      "--json";
+  const std::string scmoe =
+      " --self-contrast --scmoe-beta 0.9 --scmoe-weak-rank 3 "
+      "--routing-top-k 3";
+  std::vector<std::string> texts;
+  for (const std::string& endpoint :
+       {"--target " + server_->grpc_address(), "--url " + HttpUrl()}) {
+    const CommandResult run =
+        RunCommand(std::string(MOE_CLIENT_BINARY) + " generate " + endpoint + base + scmoe);
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    texts.push_back(json::parse(run.output)["text"].get<std::string>());
+  }
+  EXPECT_EQ(texts[0], texts[1]);
+  const CommandResult plain =
+      RunCommand(std::string(MOE_CLIENT_BINARY) + " generate --url " + HttpUrl() + base);
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  EXPECT_NE(json::parse(plain.output)["text"].get<std::string>(), texts[0]);
+
+  const CommandResult bench =
+      RunCommand(std::string(MOE_CLIENT_BINARY) + " bench --url " + HttpUrl() +
+                 " --num-requests 4 --warmup 0 --concurrency 2 --input-len 16 "
+                 "--output-len 4 --self-contrast --routing-top-p 0.5");
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  // Two generates and four bench requests were pairs.
+  EXPECT_THAT(Metrics(),
+              ::testing::HasSubstr("moe_requests_with_option_total{option=\"self_contrast\"} 6"));
+
+  const CommandResult bad =
+      RunCommand(std::string(MOE_CLIENT_BINARY) + " generate --target " + server_->grpc_address() +
+                 " --prompt hi --self-contrast --scmoe-weak-rank 99 2>&1");
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_THAT(bad.output, ::testing::HasSubstr("self_contrast.weak_rank")) << bad.output;
+  const CommandResult both =
+      RunCommand(std::string(MOE_CLIENT_BINARY) + " generate --url " + HttpUrl() +
+                 " --prompt hi --routing-top-k 2 --routing-top-p 0.5 2>&1");
+  EXPECT_NE(both.exit_code, 0) << both.output;  // the flags exclude each other
+}
+
 TEST_F(ClientE2eTest, ErrorsAreCountedByKind) {
   // Prompts longer than the model's context: every request is refused, the run still ends.
   const std::string output = TempPath("bench_errors.json");
