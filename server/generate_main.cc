@@ -24,6 +24,10 @@ int main(int argc, char** argv) {
   std::optional<uint64_t> seed;
   bool ignore_eos = false;
   bool no_special = false;
+  std::optional<int> routing_top_k;
+  std::optional<float> routing_top_p;
+  bool self_contrast = false;
+  moe::SelfContrastParams sc;
   moe::server::AddModelFlags(app, &model_flags);
   app.add_option("--prompt", prompt, "Prompt text")->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "Tokens to generate at most")
@@ -42,6 +46,24 @@ int main(int argc, char** argv) {
   app.add_flag("--ignore-eos", ignore_eos, "Do not stop at end-of-sequence tokens");
   app.add_flag("--no-special-tokens", no_special,
                "Do not add the tokenizer's special tokens (e.g. BOS) to the prompt");
+  auto* k = app.add_option("--routing-top-k", routing_top_k,
+                           "Route every token to its N most probable experts in every MoE layer");
+  app.add_option("--routing-top-p", routing_top_p,
+                 "Route every token to the fewest experts whose router mass exceeds P")
+      ->excludes(k);
+  auto* contrast = app.add_flag("--self-contrast", self_contrast,
+                                "SCMoE self-contrast decoding (a strong and a weak pass)");
+  app.add_option("--scmoe-alpha", sc.alpha, "SCMoE plausibility cutoff, in (0, 1]")
+      ->capture_default_str()
+      ->needs(contrast);
+  app.add_option("--scmoe-beta", sc.beta, "SCMoE contrast strength, >= 0")
+      ->capture_default_str()
+      ->needs(contrast);
+  app.add_option("--scmoe-weak-rank", sc.weak_rank,
+                 "SCMoE: the 1-based rank of the weak pass's one expert")
+      ->capture_default_str()
+      ->needs(contrast);
+  app.add_flag("--scmoe-ban-eos", sc.ban_eos, "SCMoE: never choose an EOS token")->needs(contrast);
   CLI11_PARSE(app, argc, argv);
 
   auto loaded = moe::server::LoadModelFromFlags(model_flags);
@@ -66,6 +88,9 @@ int main(int argc, char** argv) {
   req.sampling.top_k = top_k;
   req.sampling.seed = seed;
   req.ignore_eos = ignore_eos;
+  if (routing_top_k) req.routing.top_k = *routing_top_k == 0 ? -1 : *routing_top_k;
+  if (routing_top_p) req.routing.top_p = *routing_top_p > 0 ? *routing_top_p : -1.f;
+  if (self_contrast) req.self_contrast = sc;
 
   // The prompt is echoed with the first event, so a refused request prints only its error.
   bool echoed = false;
