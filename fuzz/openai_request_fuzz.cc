@@ -3,6 +3,7 @@
 // ApiError or a request within the limits, never a crash or an exception.
 #include <memory>
 
+#include "engine/loader.h"
 #include "fuzz/fuzz_util.h"
 #include "server/chat_template.h"
 #include "server/openai_protocol.h"
@@ -25,6 +26,7 @@ const Model& DefaultModel() {
     m->limits.context = 1024;
     m->limits.vocab_size = 4096;
     m->limits.max_tokens_limit = 1024;
+    m->limits.num_routed_experts = 8;
     return m;
   }();
   return *model;
@@ -50,6 +52,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (prompt < 1 || prompt + out.request.max_tokens > model.limits.context) __builtin_trap();
         for (int32_t id : out.request.prompt) {
           if (id < 0 || id >= model.limits.vocab_size) __builtin_trap();
+        }
+        // The extensions it accepted are ones the engine accepts too.
+        if (!moe::ValidateRouting(out.request.routing, 8).ok()) __builtin_trap();
+        if (out.request.self_contrast && !out.request.self_contrast->Validate(8).ok()) {
+          __builtin_trap();
         }
       } else if (error->status < 400 || error->status > 599) {
         __builtin_trap();

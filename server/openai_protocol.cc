@@ -211,7 +211,10 @@ std::optional<ApiError> GetRouting(const json& body, const ModelLimits& limits,
     routing->top_k = static_cast<int32_t>(std::clamp<int64_t>(*top_k, -1, INT32_MAX));
     if (routing->top_k == 0) routing->top_k = -1;  // 0 is "unset" to the engine
   } else {
-    routing->top_p = *top_p > 0 ? static_cast<float>(*top_p) : -1.f;
+    // A P below float's range is still a P: the smallest positive float, not 0 ("unset").
+    routing->top_p =
+        *top_p > 0 ? std::max(static_cast<float>(*top_p), std::numeric_limits<float>::denorm_min())
+                   : -1.f;
   }
   if (absl::Status s = ValidateRouting(*routing, limits.num_routed_experts); !s.ok()) {
     return Invalid(top_k ? "routing.top_k" : "routing.top_p", std::string(s.message()));

@@ -159,6 +159,9 @@ TEST_F(OpenAiProtocolTest, RoutingIsParsedOnBothEndpoints) {
   EXPECT_EQ(out.request.routing.top_k, 0);
   ASSERT_EQ(Completion(R"({"prompt": "hi", "routing": null})", &out), std::nullopt);
   EXPECT_FALSE(out.request.routing.any());
+  // Below float's range P is still set (the smallest positive float), never "unset".
+  ASSERT_EQ(Completion(R"({"prompt": "hi", "routing": {"top_p": 1e-60}})", &out), std::nullopt);
+  EXPECT_GT(out.request.routing.top_p, 0.f);
 }
 
 TEST_F(OpenAiProtocolTest, SelfContrastTakesItsDefaultsAndItsFields) {
