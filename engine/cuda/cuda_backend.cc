@@ -110,18 +110,26 @@ class CudaBackend final : public Backend {
     return cuda::LaunchCombine(p, stream_);
   }
 
-  absl::Status Embedding(const kernels::EmbeddingParams&) override { return NotYet("embedding"); }
-  absl::Status RmsNorm(const kernels::RmsNormParams&) override { return NotYet("rms_norm"); }
+  absl::Status Embedding(const kernels::EmbeddingParams& p) override {
+    return cuda::LaunchEmbedding(p, stream_);
+  }
+  absl::Status RmsNorm(const kernels::RmsNormParams& p) override {
+    return cuda::LaunchRmsNorm(p, stream_);
+  }
   absl::Status Rope(const kernels::RopeParams&) override { return NotYet("rope"); }
   absl::Status KvWrite(const kernels::KvWriteParams&) override { return NotYet("kv_write"); }
   absl::Status PagedAttention(const kernels::PagedAttentionParams&) override {
     return NotYet("paged attention");
   }
-  absl::Status SiluMul(const kernels::SiluMulParams&) override { return NotYet("silu_mul"); }
-  absl::Status Add(const kernels::AddParams&) override { return NotYet("add"); }
-  absl::Status Clamp(const kernels::ClampParams&) override { return NotYet("clamp"); }
-  absl::Status SigmoidGatedAdd(const kernels::SigmoidGatedAddParams&) override {
-    return NotYet("sigmoid_gated_add");
+  absl::Status SiluMul(const kernels::SiluMulParams& p) override {
+    return cuda::LaunchSiluMul(p, stream_);
+  }
+  absl::Status Add(const kernels::AddParams& p) override { return cuda::LaunchAdd(p, stream_); }
+  absl::Status Clamp(const kernels::ClampParams& p) override {
+    return cuda::LaunchClamp(p, stream_);
+  }
+  absl::Status SigmoidGatedAdd(const kernels::SigmoidGatedAddParams& p) override {
+    return cuda::LaunchSigmoidGatedAdd(p, stream_);
   }
 
  private:

@@ -101,4 +101,21 @@ absl::Status LaunchCombine(const CombineParams& p, cudaStream_t stream);
 absl::Status CanImplement(const LinearParams& p);
 absl::Status LaunchLinear(const LinearParams& p, cublasHandle_t cublas, cudaStream_t stream);
 
+// ----------------------------------------------------- row-wise and element-wise ops
+// (elementwise.cu) The CUDA twins of kernels/cpu/ops.h: embedding (row-major f32 or bf16
+// table), RMSNorm (fp32 block reduction; row indirection, in place without it), SiLU·mul,
+// add, clamp, the Qwen2-MoE sigmoid-gated add.
+absl::Status CanImplement(const EmbeddingParams& p);
+absl::Status LaunchEmbedding(const EmbeddingParams& p, cudaStream_t stream);
+absl::Status CanImplement(const RmsNormParams& p);
+absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
+absl::Status CanImplement(const SiluMulParams& p);
+absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream);
+absl::Status CanImplement(const AddParams& p);
+absl::Status LaunchAdd(const AddParams& p, cudaStream_t stream);
+absl::Status CanImplement(const ClampParams& p);
+absl::Status LaunchClamp(const ClampParams& p, cudaStream_t stream);
+absl::Status CanImplement(const SigmoidGatedAddParams& p);
+absl::Status LaunchSigmoidGatedAdd(const SigmoidGatedAddParams& p, cudaStream_t stream);
+
 }  // namespace moe::kernels::cuda
