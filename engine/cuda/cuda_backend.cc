@@ -116,8 +116,10 @@ class CudaBackend final : public Backend {
   absl::Status RmsNorm(const kernels::RmsNormParams& p) override {
     return cuda::LaunchRmsNorm(p, stream_);
   }
-  absl::Status Rope(const kernels::RopeParams&) override { return NotYet("rope"); }
-  absl::Status KvWrite(const kernels::KvWriteParams&) override { return NotYet("kv_write"); }
+  absl::Status Rope(const kernels::RopeParams& p) override { return cuda::LaunchRope(p, stream_); }
+  absl::Status KvWrite(const kernels::KvWriteParams& p) override {
+    return cuda::LaunchKvWrite(p, stream_);
+  }
   absl::Status PagedAttention(const kernels::PagedAttentionParams&) override {
     return NotYet("paged attention");
   }

@@ -1,7 +1,7 @@
 // The forward pass's row-wise and element-wise ops on CUDA (issue 12, first piece):
-// embedding, RMSNorm, SiLU·mul, add, clamp and the Qwen2-MoE sigmoid-gated add, each the
-// CUDA twin of its kernels/cpu op (kernels/cpu/ops.h), which is its oracle
-// (tests/gpu/cuda_backend_test.cc). fp32 activations; bf16 or fp32 embedding tables in
+// embedding, RMSNorm, RoPE, the KV write, SiLU·mul, add, clamp and the Qwen2-MoE
+// sigmoid-gated add, each the CUDA twin of its kernels/cpu op (kernels/cpu/ops.h), which
+// is its oracle (tests/gpu/backend_ops_test.cc). fp32 activations; bf16 or fp32 embedding tables in
 // the row-major layout the CUDA backend stores weights in.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "absl/strings/str_format.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/moe_cuda.h"
 
@@ -104,6 +105,42 @@ __global__ void SigmoidGatedAddKernel(SigmoidGatedAddParams p) {
   }
 }
 
+// One block per token: rotate_half RoPE of every head, inv_freq and the angle in fp32 as
+// kernels/cpu computes them (powf, cosf and sinf at full precision).
+__global__ void RopeKernel(RopeParams p) {
+  const int t = blockIdx.x;
+  const int half = p.rotary_dim / 2;
+  const float pos = static_cast<float>(p.positions[t]);
+  for (int k = threadIdx.x; k < p.num_heads * half; k += blockDim.x) {
+    const int h = k / half, i = k % half;
+    const float inv_freq =
+        1.f / powf(p.theta, static_cast<float>(2 * i) / static_cast<float>(p.rotary_dim));
+    const float f = pos * inv_freq;
+    const float c = cosf(f), s = sinf(f);
+    float* v = p.x + (static_cast<int64_t>(t) * p.num_heads + h) * p.head_dim;
+    const float a = v[i], b = v[i + half];
+    v[i] = a * c - b * s;
+    v[i + half] = b * c + a * s;
+  }
+}
+
+// One thread per (token, kv element): K transposed within the block, [Hkv][D][B]; V per
+// head, [Hkv][B][D]. block_tables is a device array of device block tables.
+__global__ void KvWriteKernel(KvWriteParams p) {
+  const int64_t n = static_cast<int64_t>(p.num_tokens) * p.kv_dim;
+  const int B = p.block_size, D = p.kv_dim / p.num_kv_heads;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int t = static_cast<int>(i / p.kv_dim), j = static_cast<int>(i % p.kv_dim);
+    const int pos = p.positions[t];
+    const int64_t block = p.block_tables[p.token_seq[t]][pos / B];
+    const int slot = pos % B;
+    p.k_cache[block * p.kv_dim * B + static_cast<int64_t>(j) * B + slot] = p.k[i];
+    const int h = j / D, d = j % D;
+    p.v_cache[((block * p.num_kv_heads + h) * B + slot) * D + d] = p.v[i];
+  }
+}
+
 // The launcher of a grid-stride kernel over n elements: check, enqueue, check the launch.
 template <typename Params>
 absl::Status LaunchFlat(const Params& p, int64_t n, void (*kernel)(Params), cudaStream_t stream) {
@@ -157,6 +194,24 @@ absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream) {
   RmsNormKernel<<<p.rows, kThreads, 0, stream>>>(p);
   MOE_CUDA_CHECK_LAUNCH(stream);
   return absl::OkStatus();
+}
+
+// Shapes and pointers only, nothing device-specific: the CPU op's check.
+absl::Status CanImplement(const RopeParams& p) { return cpu::CanImplement(p); }
+
+absl::Status LaunchRope(const RopeParams& p, cudaStream_t stream) {
+  if (absl::Status s = CanImplement(p); !s.ok()) return s;
+  if (p.num_tokens == 0) return absl::OkStatus();
+  RopeKernel<<<p.num_tokens, kThreads, 0, stream>>>(p);
+  MOE_CUDA_CHECK_LAUNCH(stream);
+  return absl::OkStatus();
+}
+
+// Shapes and pointers only, nothing device-specific: the CPU op's check.
+absl::Status CanImplement(const KvWriteParams& p) { return cpu::CanImplement(p); }
+
+absl::Status LaunchKvWrite(const KvWriteParams& p, cudaStream_t stream) {
+  return LaunchFlat(p, static_cast<int64_t>(p.num_tokens) * p.kv_dim, KvWriteKernel, stream);
 }
 
 absl::Status CanImplement(const SiluMulParams& p) {

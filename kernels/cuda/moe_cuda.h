@@ -103,12 +103,19 @@ absl::Status LaunchLinear(const LinearParams& p, cublasHandle_t cublas, cudaStre
 
 // ----------------------------------------------------- row-wise and element-wise ops
 // (elementwise.cu) The CUDA twins of kernels/cpu/ops.h: embedding (row-major f32 or bf16
-// table), RMSNorm (fp32 block reduction; row indirection, in place without it), SiLU·mul,
-// add, clamp, the Qwen2-MoE sigmoid-gated add.
+// table), RMSNorm (fp32 block reduction; row indirection, in place without it), RoPE, the
+// KV write, SiLU·mul, add, clamp, the Qwen2-MoE sigmoid-gated add.
 absl::Status CanImplement(const EmbeddingParams& p);
 absl::Status LaunchEmbedding(const EmbeddingParams& p, cudaStream_t stream);
 absl::Status CanImplement(const RmsNormParams& p);
 absl::Status LaunchRmsNorm(const RmsNormParams& p, cudaStream_t stream);
+// rotate_half RoPE (full or partial rotary), in place.
+absl::Status CanImplement(const RopeParams& p);
+absl::Status LaunchRope(const RopeParams& p, cudaStream_t stream);
+// The KV write into one layer's paged cache; block_tables is a device array of device
+// block-table pointers.
+absl::Status CanImplement(const KvWriteParams& p);
+absl::Status LaunchKvWrite(const KvWriteParams& p, cudaStream_t stream);
 absl::Status CanImplement(const SiluMulParams& p);
 absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream);
 absl::Status CanImplement(const AddParams& p);

@@ -115,6 +115,56 @@ std::vector<OpCase> Cases() {
            return a.Down(p.y, size_t{rows} * n);
          }});
   }
+  for (int rotary : {64, 32}) {
+    cases.push_back(
+        {"rope_rotary" + std::to_string(rotary), 1e-5f, [rotary](Arena& a, uint32_t seed) {
+           const int T = 9, heads = 6, D = 64;
+           std::vector<int32_t> positions(T);
+           std::mt19937 rng(seed);
+           for (int32_t& pos : positions) pos = static_cast<int32_t>(rng() % 4000);
+           kernels::RopeParams p;
+           p.x = a.Up(Random(size_t{T} * heads * D, seed + 1));
+           p.positions = a.Up(positions);
+           p.num_tokens = T;
+           p.num_heads = heads;
+           p.head_dim = D;
+           p.rotary_dim = rotary;
+           p.theta = 1e6f;
+           EXPECT_TRUE(a.backend().Rope(p).ok());
+           return a.Down(p.x, size_t{T} * heads * D);
+         }});
+  }
+  // Two sequences writing scattered positions into a cache of 6 blocks; every slot not
+  // written keeps its fill value.
+  cases.push_back({"kv_write", 0.f, [](Arena& a, uint32_t seed) {
+                     const int T = 12, Hkv = 4, D = 32, B = 16, blocks = 6;
+                     const int kv_dim = Hkv * D;
+                     const std::vector<int32_t> table0 = {4, 1, 3}, table1 = {0, 5, 2};
+                     std::vector<int32_t> seq(T), positions(T);
+                     for (int t = 0; t < T; ++t) {
+                       seq[t] = t % 2;
+                       positions[t] = (t * 13 + static_cast<int>(seed)) % (3 * B);
+                     }
+                     const std::vector<const int32_t*> tables = {a.Up(table0), a.Up(table1)};
+                     kernels::KvWriteParams p;
+                     p.k = a.Up(Random(size_t{T} * kv_dim, seed));
+                     p.v = a.Up(Random(size_t{T} * kv_dim, seed + 1));
+                     p.num_tokens = T;
+                     p.kv_dim = kv_dim;
+                     p.token_seq = a.Up(seq);
+                     p.positions = a.Up(positions);
+                     p.block_tables = a.Up(tables);
+                     p.block_size = B;
+                     p.num_kv_heads = Hkv;
+                     const size_t cache = size_t{blocks} * kv_dim * B;
+                     p.k_cache = a.Up(std::vector<float>(cache, -7.f));
+                     p.v_cache = a.Up(std::vector<float>(cache, -7.f));
+                     EXPECT_TRUE(a.backend().KvWrite(p).ok());
+                     std::vector<float> out = a.Down(p.k_cache, cache);
+                     const std::vector<float> v = a.Down(p.v_cache, cache);
+                     out.insert(out.end(), v.begin(), v.end());
+                     return out;
+                   }});
   cases.push_back({"silu_mul", 1e-6f, [](Arena& a, uint32_t seed) {
                      const int rows = 13, inter = 700;
                      kernels::SiluMulParams p;
