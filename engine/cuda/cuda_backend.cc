@@ -120,8 +120,8 @@ class CudaBackend final : public Backend {
   absl::Status KvWrite(const kernels::KvWriteParams& p) override {
     return cuda::LaunchKvWrite(p, stream_);
   }
-  absl::Status PagedAttention(const kernels::PagedAttentionParams&) override {
-    return NotYet("paged attention");
+  absl::Status PagedAttention(const kernels::PagedAttentionParams& p) override {
+    return cuda::LaunchPagedAttention(p, stream_);
   }
   absl::Status SiluMul(const kernels::SiluMulParams& p) override {
     return cuda::LaunchSiluMul(p, stream_);

@@ -125,4 +125,11 @@ absl::Status LaunchClamp(const ClampParams& p, cudaStream_t stream);
 absl::Status CanImplement(const SigmoidGatedAddParams& p);
 absl::Status LaunchSigmoidGatedAdd(const SigmoidGatedAddParams& p, cudaStream_t stream);
 
+// --------------------------------------------------------------------------- attention
+// (attention.cu) kernels::PagedAttentionParams (device pointers; block_tables a device
+// array of device tables): causal GQA attention with an optional sliding window, one block
+// per (token, q head), any context length. The CPU kernel's limits apply.
+absl::Status CanImplement(const PagedAttentionParams& p);
+absl::Status LaunchPagedAttention(const PagedAttentionParams& p, cudaStream_t stream);
+
 }  // namespace moe::kernels::cuda

@@ -165,6 +165,49 @@ std::vector<OpCase> Cases() {
                      out.insert(out.end(), v.begin(), v.end());
                      return out;
                    }});
+  // Two sequences, a prefill chunk and decodes, at positions up to 300 (tiles of 128 keys
+  // and a partial last one); GQA with 4 q heads per kv head; with and without a window.
+  for (int window : {0, 100}) {
+    cases.push_back({"paged_attention_window" + std::to_string(window), 2e-5f,
+                     [window](Arena& a, uint32_t seed) {
+                       const int Hq = 8, Hkv = 2, D = 64, B = 16, per_seq = 20;
+                       const int blocks = 2 * per_seq;
+                       std::vector<int32_t> table0(per_seq), table1(per_seq);
+                       for (int b = 0; b < per_seq; ++b) {
+                         table0[b] = 2 * b + 1;  // interleaved, out of order
+                         table1[b] = blocks - 2 - 2 * b;
+                       }
+                       std::vector<int32_t> seq, positions;
+                       for (int i = 0; i < 6; ++i) {  // sequence 0: a chunk at 200..205
+                         seq.push_back(0);
+                         positions.push_back(200 + i);
+                       }
+                       for (int pos : {0, 1, 127, 128, 299}) {  // sequence 1: scattered
+                         seq.push_back(1);
+                         positions.push_back(pos);
+                       }
+                       const int T = static_cast<int>(seq.size());
+                       const std::vector<const int32_t*> tables = {a.Up(table0), a.Up(table1)};
+                       const size_t cache = size_t{blocks} * Hkv * D * B;
+                       kernels::PagedAttentionParams p;
+                       p.q = a.Up(Random(static_cast<size_t>(T) * Hq * D, seed));
+                       p.out = a.Up(std::vector<float>(static_cast<size_t>(T) * Hq * D, kPoison));
+                       p.num_tokens = T;
+                       p.num_q_heads = Hq;
+                       p.num_kv_heads = Hkv;
+                       p.head_dim = D;
+                       p.token_seq = a.Up(seq);
+                       p.positions = a.Up(positions);
+                       p.block_tables = a.Up(tables);
+                       p.block_size = B;
+                       p.k_cache = a.Up(Random(cache, seed + 1));
+                       p.v_cache = a.Up(Random(cache, seed + 2));
+                       p.scale = 0.125f;
+                       p.sliding_window = window;
+                       EXPECT_TRUE(a.backend().PagedAttention(p).ok());
+                       return a.Down(p.out, static_cast<size_t>(T) * Hq * D);
+                     }});
+  }
   cases.push_back({"silu_mul", 1e-6f, [](Arena& a, uint32_t seed) {
                      const int rows = 13, inter = 700;
                      kernels::SiluMulParams p;

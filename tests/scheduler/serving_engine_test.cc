@@ -138,9 +138,13 @@ TEST_F(EngineTest, ConcurrentChunkedAndPreemptedRequestsMatchTheirAloneOutputs) 
   options.kv_cache_bytes = 40 * one.BytesPerBlock();  // 32 requests need up to 64 blocks
   auto engine = MakeEngine(options);
   const std::vector<std::string> prompts = Prompts(32);
+  // Tokenized first, so the submissions follow each other closely enough to overlap in
+  // the pool (on a loaded machine, tokenizing between them let early requests finish).
+  std::vector<GenerateRequest> requests;
+  for (const std::string& p : prompts) requests.push_back(Greedy(Encode(p), 20));
   std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const std::string& p : prompts) {
-    auto s = engine->Submit(Greedy(Encode(p), 20));
+  for (const GenerateRequest& r : requests) {
+    auto s = engine->Submit(r);
     ASSERT_TRUE(s.ok()) << s.status();
     streams.push_back(*s);
   }
@@ -170,11 +174,14 @@ TEST_F(EngineTest, RoutingOverridesMatchTheirAloneOutputsBesidePlainRequests) {
       {},           {.top_k = 1}, {.top_k = E},   {.top_p = 0.4f}, {.top_p = 1.f},
       {.top_k = 3}, {},           {.top_p = 0.7f}};
   const std::vector<std::string> prompts = Prompts(16);
-  std::vector<std::shared_ptr<RequestStream>> streams;
+  std::vector<GenerateRequest> requests;  // tokenized first, submitted back to back
   for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerateRequest r = Greedy(Encode(prompts[i]), 16);
-    r.routing = routes[i % 8];
-    auto s = engine->Submit(std::move(r));
+    requests.push_back(Greedy(Encode(prompts[i]), 16));
+    requests.back().routing = routes[i % 8];
+  }
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const GenerateRequest& r : requests) {
+    auto s = engine->Submit(r);
     ASSERT_TRUE(s.ok()) << s.status();
     streams.push_back(*s);
   }
