@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -90,6 +91,24 @@ absl::Status ValidateGeneration(std::span<const int32_t> prompt, int max_tokens,
                      ") exceeds the context of ", config.max_position_embeddings, " tokens"));
   }
   return sampling.Validate();
+}
+
+absl::StatusOr<RoutingOverride> RequestedRouting(std::optional<int64_t> top_k,
+                                                 std::optional<double> top_p,
+                                                 int num_routed_experts) {
+  if (top_k.has_value() == top_p.has_value()) {
+    return absl::InvalidArgumentError("routing: give exactly one of top_k and top_p");
+  }
+  RoutingOverride routing;
+  if (top_k) {
+    routing.top_k = *top_k > 0 ? static_cast<int32_t>(std::min<int64_t>(*top_k, INT32_MAX)) : -1;
+  } else {
+    routing.top_p = *top_p > 0 ? std::max(static_cast<float>(*top_p),
+                                          std::numeric_limits<float>::denorm_min())
+                               : -1.f;  // NaN too
+  }
+  MOE_RETURN_IF_ERROR(ValidateRouting(routing, num_routed_experts));
+  return routing;
 }
 
 absl::Status ValidateRouting(const RoutingOverride& routing, int num_routed_experts) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -53,5 +54,13 @@ absl::Status ValidateGeneration(std::span<const int32_t> prompt, int max_tokens,
 // "routing.top_k" or "routing.top_p", or saying why this model's router cannot honour one.
 // num_routed_experts: E, 0 for a model without MoE layers.
 absl::Status ValidateRouting(const RoutingOverride& routing, int num_routed_experts);
+
+// A request's routing from the fields a front end read, each possibly unset: exactly one
+// must be set, and then ValidateRouting. An explicit 0 or a negative value stays an error
+// rather than reading as RoutingOverride's "unset"; a P below float's range keeps the
+// smallest positive float.
+absl::StatusOr<RoutingOverride> RequestedRouting(std::optional<int64_t> top_k,
+                                                 std::optional<double> top_p,
+                                                 int num_routed_experts);
 
 }  // namespace moe

@@ -9,6 +9,11 @@
 namespace moe {
 
 absl::Status SelfContrastParams::Validate(int num_routed_experts) const {
+  if (num_routed_experts == 0) {
+    return absl::InvalidArgumentError(
+        "self_contrast cannot run on this model: it has no routed experts to contrast its "
+        "routing with");
+  }
   if (!(beta >= 0.f) || !std::isfinite(beta)) {
     return absl::InvalidArgumentError(
         absl::StrCat("self_contrast.beta must be a number >= 0, got ", beta));

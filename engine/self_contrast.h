@@ -20,7 +20,8 @@ struct SelfContrastParams {
   bool ban_eos = false;  // the reference code's default (it bans EOS unless --early_stop)
 
   // InvalidArgument naming the field: beta < 0, alpha outside (0, 1], weak_rank outside
-  // [1, num_routed_experts]; NaN is refused.
+  // [1, num_routed_experts]; NaN is refused. A model without routed experts (0) refuses
+  // self_contrast altogether.
   absl::Status Validate(int num_routed_experts) const;
 };
 

@@ -163,10 +163,6 @@ absl::Status StepLoop::Validate(const GenerateRequest& r) const {
   MOE_RETURN_IF_ERROR(ValidateRouting(r.routing, m.lm->config.num_experts));
   const int rows = r.self_contrast ? 2 : 1;
   if (r.self_contrast) {
-    if (m.lm->config.num_experts == 0) {
-      return absl::InvalidArgumentError(
-          "self_contrast: this model has no routed experts to contrast its routing with");
-    }
     MOE_RETURN_IF_ERROR(r.self_contrast->Validate(m.lm->config.num_experts));
     if (m.policy.max_batched_tokens < 2 || m.policy.max_seqs < 2) {
       return absl::InvalidArgumentError(

@@ -24,8 +24,8 @@ int main(int argc, char** argv) {
   std::optional<uint64_t> seed;
   bool ignore_eos = false;
   bool no_special = false;
-  std::optional<int> routing_top_k;
-  std::optional<float> routing_top_p;
+  std::optional<int64_t> routing_top_k;
+  std::optional<double> routing_top_p;
   bool self_contrast = false;
   moe::SelfContrastParams sc;
   moe::server::AddModelFlags(app, &model_flags);
@@ -88,8 +88,15 @@ int main(int argc, char** argv) {
   req.sampling.top_k = top_k;
   req.sampling.seed = seed;
   req.ignore_eos = ignore_eos;
-  if (routing_top_k) req.routing.top_k = *routing_top_k == 0 ? -1 : *routing_top_k;
-  if (routing_top_p) req.routing.top_p = *routing_top_p > 0 ? *routing_top_p : -1.f;
+  if (routing_top_k || routing_top_p) {
+    absl::StatusOr<moe::RoutingOverride> routing =
+        moe::RequestedRouting(routing_top_k, routing_top_p, loaded->config.num_experts);
+    if (!routing.ok()) {
+      std::cerr << "moe-generate: " << routing.status().message() << "\n";
+      return 1;
+    }
+    req.routing = *routing;
+  }
   if (self_contrast) req.self_contrast = sc;
 
   // The prompt is echoed with the first event, so a refused request prints only its error.

@@ -454,28 +454,17 @@ absl::StatusOr<GenerateRequest> ToEngineRequest(const v1::GenerateRequest& reque
     if (in.has_beta()) sc.beta = in.beta();
     if (in.has_weak_rank()) sc.weak_rank = in.weak_rank();
     if (in.has_ban_eos()) sc.ban_eos = in.ban_eos();
-    if (limits.num_routed_experts == 0) {
-      return absl::InvalidArgumentError(
-          "self_contrast: this model has no routed experts to contrast its routing with");
-    }
     if (absl::Status s = sc.Validate(limits.num_routed_experts); !s.ok()) return s;
     out.self_contrast = sc;
   }
   if (request.has_routing()) {
     const v1::Routing& routing = request.routing();
-    switch (routing.rule_case()) {
-      case v1::Routing::kTopK:
-        out.routing.top_k = routing.top_k() == 0 ? -1 : routing.top_k();  // 0 is "unset"
-        break;
-      case v1::Routing::kTopP:
-        out.routing.top_p = routing.top_p() > 0 ? routing.top_p() : -1.f;  // NaN too
-        break;
-      case v1::Routing::RULE_NOT_SET:
-        return absl::InvalidArgumentError("routing: set top_k or top_p");
-    }
-    if (absl::Status s = ValidateRouting(out.routing, limits.num_routed_experts); !s.ok()) {
-      return s;
-    }
+    MOE_ASSIGN_OR_RETURN(
+        out.routing,
+        RequestedRouting(
+            routing.has_top_k() ? std::optional<int64_t>(routing.top_k()) : std::nullopt,
+            routing.has_top_p() ? std::optional<double>(routing.top_p()) : std::nullopt,
+            limits.num_routed_experts));
   }
   if (absl::Status s = sampling.Validate(); !s.ok()) return s;
 

@@ -176,6 +176,16 @@ std::optional<ApiError> RejectUnsupported(const json& body) {
   return std::nullopt;
 }
 
+// An error of a field inside the object `parent`: "top_k must be ..." becomes
+// "routing.top_k must be ..." with param routing.top_k.
+std::optional<ApiError> Nested(std::string_view parent, std::optional<ApiError> e) {
+  if (e) {
+    e->param = absl::StrCat(ToAbsl(parent), ".", e->param);
+    e->message = absl::StrCat(ToAbsl(parent), ".", e->message);
+  }
+  return e;
+}
+
 // The extension "routing": {"top_k": N} or {"top_p": P} (one of the two): this request's
 // tokens use N experts, or the smallest set whose router mass exceeds P, in every MoE
 // layer. The engine checks it again (ValidateRouting); here the error names the field.
@@ -195,30 +205,17 @@ std::optional<ApiError> GetRouting(const json& body, const ModelLimits& limits,
   }
   std::optional<int64_t> top_k;
   std::optional<double> top_p;
-  auto nested = [](std::optional<ApiError> e) {  // "top_k must be ..." names routing.top_k
-    if (e) {
-      e->param = absl::StrCat("routing.", e->param);
-      e->message = absl::StrCat("routing.", e->message);
-    }
-    return e;
-  };
-  if (auto e = nested(GetInt(*v, "top_k", &top_k))) return e;
-  if (auto e = nested(GetNumber(*v, "top_p", &top_p))) return e;
-  if (top_k.has_value() == top_p.has_value()) {
-    return Invalid("routing", "routing takes exactly one of top_k and top_p");
+  if (auto e = Nested("routing", GetInt(*v, "top_k", &top_k))) return e;
+  if (auto e = Nested("routing", GetNumber(*v, "top_p", &top_p))) return e;
+  absl::StatusOr<RoutingOverride> requested =
+      RequestedRouting(top_k, top_p, limits.num_routed_experts);
+  if (!requested.ok()) {
+    const char* param = top_k.has_value() == top_p.has_value() ? "routing"
+                        : top_k                                ? "routing.top_k"
+                                                               : "routing.top_p";
+    return Invalid(param, std::string(requested.status().message()));
   }
-  if (top_k) {
-    routing->top_k = static_cast<int32_t>(std::clamp<int64_t>(*top_k, -1, INT32_MAX));
-    if (routing->top_k == 0) routing->top_k = -1;  // 0 is "unset" to the engine
-  } else {
-    // A P below float's range is still a P: the smallest positive float, not 0 ("unset").
-    routing->top_p =
-        *top_p > 0 ? std::max(static_cast<float>(*top_p), std::numeric_limits<float>::denorm_min())
-                   : -1.f;
-  }
-  if (absl::Status s = ValidateRouting(*routing, limits.num_routed_experts); !s.ok()) {
-    return Invalid(top_k ? "routing.top_k" : "routing.top_p", std::string(s.message()));
-  }
+  *routing = *requested;
   return std::nullopt;
 }
 
@@ -239,27 +236,16 @@ std::optional<ApiError> GetSelfContrast(const json& body, const ModelLimits& lim
                                                    "' (alpha, beta, weak_rank, ban_eos)"));
     }
   }
-  auto nested = [](std::optional<ApiError> e) {
-    if (e) {
-      e->param = absl::StrCat("self_contrast.", e->param);
-      e->message = absl::StrCat("self_contrast.", e->message);
-    }
-    return e;
-  };
   std::optional<double> alpha, beta;
   std::optional<int64_t> weak_rank;
   SelfContrastParams sc;
-  if (auto e = nested(GetNumber(*v, "alpha", &alpha))) return e;
-  if (auto e = nested(GetNumber(*v, "beta", &beta))) return e;
-  if (auto e = nested(GetInt(*v, "weak_rank", &weak_rank))) return e;
-  if (auto e = nested(GetBool(*v, "ban_eos", &sc.ban_eos))) return e;
+  if (auto e = Nested("self_contrast", GetNumber(*v, "alpha", &alpha))) return e;
+  if (auto e = Nested("self_contrast", GetNumber(*v, "beta", &beta))) return e;
+  if (auto e = Nested("self_contrast", GetInt(*v, "weak_rank", &weak_rank))) return e;
+  if (auto e = Nested("self_contrast", GetBool(*v, "ban_eos", &sc.ban_eos))) return e;
   if (alpha) sc.alpha = static_cast<float>(*alpha);
   if (beta) sc.beta = static_cast<float>(*beta);
   if (weak_rank) sc.weak_rank = static_cast<int>(std::clamp<int64_t>(*weak_rank, -1, INT32_MAX));
-  if (limits.num_routed_experts == 0) {
-    return Invalid("self_contrast",
-                   "self_contrast: this model has no routed experts to contrast its routing with");
-  }
   if (absl::Status s = sc.Validate(limits.num_routed_experts); !s.ok()) {
     // The message starts with the field: "self_contrast.beta must be ...".
     const std::string message(s.message());

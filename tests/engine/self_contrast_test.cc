@@ -161,6 +161,9 @@ TEST(SelfContrastTest, SamplingTheScoresNeverDrawsAMaskedToken) {
 
 TEST(SelfContrastTest, ValidationNamesTheField) {
   EXPECT_TRUE(SelfContrastParams{}.Validate(8).ok());
+  const absl::Status no_experts = SelfContrastParams{}.Validate(0);
+  EXPECT_EQ(no_experts.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(no_experts.message().find("no routed experts"), std::string::npos);
   EXPECT_TRUE((SelfContrastParams{1.f, 0.f, 8}).Validate(8).ok());
   const struct {
     SelfContrastParams params;

@@ -196,6 +196,11 @@ TEST_F(OpenAiProtocolTest, RoutingIsRefusedOnAModelWithoutRoutedExperts) {
   EXPECT_EQ(e->status, 400);
   EXPECT_EQ(e->param, "routing.top_k");
   EXPECT_THAT(e->message, testing::HasSubstr("no routed experts"));
+  body = json::parse(R"({"prompt": "hi", "self_contrast": {}})");
+  e = ParseCompletionRequest(body, limits, *tokenizer_, &out);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->param, "self_contrast");
+  EXPECT_THAT(e->message, testing::HasSubstr("no routed experts"));
 }
 
 TEST_F(OpenAiProtocolTest, BadCompletionsAreRefused) {
