@@ -148,6 +148,61 @@ class GatingTest
   }
 };
 
+// Runs `shape` (T, E, K, slots, renormalize) on the CPU reference and on the GPU with the
+// given per-token overrides (empty: none), and expects the same ids and weights within 1e-6.
+void ExpectGatingMatchesCpu(const GatingParams& shape, const std::vector<float>& logits,
+                            const std::vector<int32_t>& weak_rank,
+                            const std::vector<int32_t>& top_k, const std::vector<float>& top_p) {
+  const size_t TS = static_cast<size_t>(shape.num_tokens) * shape.slot_count();
+  auto or_null = [](const auto& v) { return v.empty() ? nullptr : v.data(); };
+
+  std::vector<int32_t> cpu_ids = PoisonedHost<int32_t>(TS, kIntPoison);
+  std::vector<float> cpu_w = PoisonedHost<float>(TS, kFloatPoison);
+  GatingParams cp = shape;
+  cp.router_logits = logits.data();
+  cp.weak_rank = or_null(weak_rank);
+  cp.route_top_k = or_null(top_k);
+  cp.route_top_p = or_null(top_p);
+  cp.topk_ids = cpu_ids.data();
+  cp.topk_weights = cpu_w.data();
+  ASSERT_TRUE(cpu::CanImplement(cp).ok());
+  cpu::Gating(cp);
+
+  StreamOwner stream;
+  DeviceBuffer<float> d_logits = Upload(logits);
+  DeviceBuffer<int32_t> d_weak = Upload(weak_rank);
+  DeviceBuffer<int32_t> d_top_k = Upload(top_k);
+  DeviceBuffer<float> d_top_p = Upload(top_p);
+  DeviceBuffer<int32_t> d_ids = Poisoned<int32_t>(TS, kIntPoison);
+  DeviceBuffer<float> d_w = Poisoned<float>(TS, kFloatPoison);
+  GatingParams gp = shape;
+  gp.router_logits = d_logits.data();
+  gp.weak_rank = weak_rank.empty() ? nullptr : d_weak.data();
+  gp.route_top_k = top_k.empty() ? nullptr : d_top_k.data();
+  gp.route_top_p = top_p.empty() ? nullptr : d_top_p.data();
+  gp.topk_ids = d_ids.data();
+  gp.topk_weights = d_w.data();
+  ASSERT_TRUE(LaunchGating(gp, stream.get()).ok());
+  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
+
+  EXPECT_EQ(Download(d_ids, TS), cpu_ids);
+  const std::vector<float> gpu_w = Download(d_w, TS);
+  for (size_t i = 0; i < TS; ++i) {
+    EXPECT_TRUE(std::fabs(gpu_w[i] - cpu_w[i]) <= 1e-6f)
+        << "weight " << i << ": gpu " << gpu_w[i] << " cpu " << cpu_w[i];
+  }
+}
+
+GatingParams GatingShape(int T, int E, int K, bool renormalize, int slots = 0) {
+  GatingParams p;
+  p.num_tokens = T;
+  p.num_experts = E;
+  p.top_k = K;
+  p.slots = slots;
+  p.renormalize = renormalize;
+  return p;
+}
+
 TEST_P(GatingTest, MatchesCpuReference) {
   const auto [T, E, K, renormalize, weak] = GetParam();
   std::mt19937 rng(1000 * T + 10 * E + K + (renormalize ? 7 : 0) + (weak ? 13 : 0));
@@ -158,45 +213,7 @@ TEST_P(GatingTest, MatchesCpuReference) {
     std::uniform_int_distribution<int> dist(0, E + 2);
     for (int t = 0; t < T; ++t) weak_rank.push_back(dist(rng));
   }
-  const size_t TK = static_cast<size_t>(T) * K;
-
-  std::vector<int32_t> cpu_ids = PoisonedHost<int32_t>(TK, kIntPoison);
-  std::vector<float> cpu_w = PoisonedHost<float>(TK, kFloatPoison);
-  GatingParams cp;
-  cp.router_logits = logits.data();
-  cp.num_tokens = T;
-  cp.num_experts = E;
-  cp.top_k = K;
-  cp.renormalize = renormalize;
-  cp.weak_rank = weak ? weak_rank.data() : nullptr;
-  cp.topk_ids = cpu_ids.data();
-  cp.topk_weights = cpu_w.data();
-  ASSERT_TRUE(cpu::CanImplement(cp).ok());
-  cpu::Gating(cp);
-
-  StreamOwner stream;
-  DeviceBuffer<float> d_logits = Upload(logits);
-  DeviceBuffer<int32_t> d_weak = Upload(weak_rank);
-  DeviceBuffer<int32_t> d_ids = Poisoned<int32_t>(TK, kIntPoison);
-  DeviceBuffer<float> d_w = Poisoned<float>(TK, kFloatPoison);
-  GatingParams gp;
-  gp.router_logits = d_logits.data();
-  gp.num_tokens = T;
-  gp.num_experts = E;
-  gp.top_k = K;
-  gp.renormalize = renormalize;
-  gp.weak_rank = weak ? d_weak.data() : nullptr;
-  gp.topk_ids = d_ids.data();
-  gp.topk_weights = d_w.data();
-  ASSERT_TRUE(LaunchGating(gp, stream.get()).ok());
-  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
-
-  EXPECT_EQ(Download(d_ids, TK), cpu_ids);
-  const std::vector<float> gpu_w = Download(d_w, TK);
-  for (size_t i = 0; i < TK; ++i) {
-    EXPECT_TRUE(std::fabs(gpu_w[i] - cpu_w[i]) <= 1e-6f)
-        << "weight " << i << ": gpu " << gpu_w[i] << " cpu " << cpu_w[i];
-  }
+  ExpectGatingMatchesCpu(GatingShape(T, E, K, renormalize), logits, weak_rank, {}, {});
 }
 
 // Per-token overrides side by side (weak ranks, top-k up to E, top-p up to 1), with a slot
@@ -225,47 +242,8 @@ TEST_P(GatingTest, OverridesMatchCpuReference) {
         break;
     }
   }
-  const size_t TS = static_cast<size_t>(T) * E;
-  std::vector<int32_t> cpu_ids = PoisonedHost<int32_t>(TS, kIntPoison);
-  std::vector<float> cpu_w = PoisonedHost<float>(TS, kFloatPoison);
-  GatingParams cp;
-  cp.router_logits = logits.data();
-  cp.num_tokens = T;
-  cp.num_experts = E;
-  cp.top_k = K;
-  cp.slots = E;
-  cp.renormalize = renormalize;
-  cp.weak_rank = weak_rank.data();
-  cp.route_top_k = top_k.data();
-  cp.route_top_p = top_p.data();
-  cp.topk_ids = cpu_ids.data();
-  cp.topk_weights = cpu_w.data();
-  ASSERT_TRUE(cpu::CanImplement(cp).ok());
-  cpu::Gating(cp);
-
-  StreamOwner stream;
-  DeviceBuffer<float> d_logits = Upload(logits);
-  DeviceBuffer<int32_t> d_weak = Upload(weak_rank);
-  DeviceBuffer<int32_t> d_top_k = Upload(top_k);
-  DeviceBuffer<float> d_top_p = Upload(top_p);
-  DeviceBuffer<int32_t> d_ids = Poisoned<int32_t>(TS, kIntPoison);
-  DeviceBuffer<float> d_w = Poisoned<float>(TS, kFloatPoison);
-  GatingParams gp = cp;
-  gp.router_logits = d_logits.data();
-  gp.weak_rank = d_weak.data();
-  gp.route_top_k = d_top_k.data();
-  gp.route_top_p = d_top_p.data();
-  gp.topk_ids = d_ids.data();
-  gp.topk_weights = d_w.data();
-  ASSERT_TRUE(LaunchGating(gp, stream.get()).ok());
-  ASSERT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
-
-  EXPECT_EQ(Download(d_ids, TS), cpu_ids);
-  const std::vector<float> gpu_w = Download(d_w, TS);
-  for (size_t i = 0; i < TS; ++i) {
-    EXPECT_TRUE(std::fabs(gpu_w[i] - cpu_w[i]) <= 1e-6f)
-        << "weight " << i << ": gpu " << gpu_w[i] << " cpu " << cpu_w[i];
-  }
+  ExpectGatingMatchesCpu(GatingShape(T, E, K, renormalize, /*slots=*/E), logits, weak_rank, top_k,
+                         top_p);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, GatingTest,

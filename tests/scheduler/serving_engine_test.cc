@@ -87,6 +87,22 @@ class EngineTest : public testing::Test {
     return (*out)[0].tokens;
   }
 
+  // Submits the requests back to back (tokenized beforehand, so they overlap in the pool);
+  // their streams, or fewer if one was refused (reported as a failure).
+  static std::vector<std::shared_ptr<RequestStream>> SubmitAll(
+      ServingEngine& engine, const std::vector<GenerateRequest>& requests) {
+    std::vector<std::shared_ptr<RequestStream>> streams;
+    for (const GenerateRequest& r : requests) {
+      auto s = engine.Submit(r);
+      if (!s.ok()) {
+        ADD_FAILURE() << s.status();
+        break;
+      }
+      streams.push_back(*s);
+    }
+    return streams;
+  }
+
   static GenerateRequest Greedy(std::vector<int32_t> prompt, int max_tokens) {
     GenerateRequest r;
     r.prompt = std::move(prompt);
@@ -142,12 +158,8 @@ TEST_F(EngineTest, ConcurrentChunkedAndPreemptedRequestsMatchTheirAloneOutputs) 
   // the pool (on a loaded machine, tokenizing between them let early requests finish).
   std::vector<GenerateRequest> requests;
   for (const std::string& p : prompts) requests.push_back(Greedy(Encode(p), 20));
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const GenerateRequest& r : requests) {
-    auto s = engine->Submit(r);
-    ASSERT_TRUE(s.ok()) << s.status();
-    streams.push_back(*s);
-  }
+  std::vector<std::shared_ptr<RequestStream>> streams = SubmitAll(*engine, requests);
+  ASSERT_EQ(streams.size(), requests.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
     Collected c = Drain(*streams[i]);
     EXPECT_EQ(c.tokens, Alone(Encode(prompts[i]), 20)) << "prompt " << i << ": " << prompts[i];
@@ -179,12 +191,8 @@ TEST_F(EngineTest, RoutingOverridesMatchTheirAloneOutputsBesidePlainRequests) {
     requests.push_back(Greedy(Encode(prompts[i]), 16));
     requests.back().routing = routes[i % 8];
   }
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const GenerateRequest& r : requests) {
-    auto s = engine->Submit(r);
-    ASSERT_TRUE(s.ok()) << s.status();
-    streams.push_back(*s);
-  }
+  std::vector<std::shared_ptr<RequestStream>> streams = SubmitAll(*engine, requests);
+  ASSERT_EQ(streams.size(), requests.size());
   int differ = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
     const RoutingOverride& route = routes[i % 8];
@@ -227,12 +235,8 @@ TEST_F(EngineTest, SelfContrastPairsMatchTheirAloneOutputsThroughChunkingAndPree
     if (i % 5 == 2) r.routing.top_k = 3;
     requests.push_back(std::move(r));
   }
-  std::vector<std::shared_ptr<RequestStream>> streams;
-  for (const GenerateRequest& r : requests) {
-    auto s = engine->Submit(r);
-    ASSERT_TRUE(s.ok()) << s.status();
-    streams.push_back(*s);
-  }
+  std::vector<std::shared_ptr<RequestStream>> streams = SubmitAll(*engine, requests);
+  ASSERT_EQ(streams.size(), requests.size());
   int differ = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     Collected c = Drain(*streams[i]);
