@@ -10,6 +10,9 @@
 //            (weights it touched, every expert with rows counted once, plus KV) per second
 //            against the read bandwidth, and the step time against its roofline: the larger
 //            of bytes / bandwidth and FLOPs / GEMM rate, summed over the steps.
+// With --device cuda the bounds are not measured here (the probes read host memory):
+// --bound-bandwidth and --bound-gemm give the device's copy bandwidth and bf16 GEMM rate
+// that moe_gpu_bench measured in the same scripts/gpu_check.sh run.
 // Prints a table and writes JSON (--output) with the machine and the command.
 #include <algorithm>
 #include <chrono>
@@ -64,7 +67,8 @@ int main(int argc, char** argv) {
   CLI::App app{"engine_bench: prefill and decode of a model against the machine's bounds"};
   std::string model_dir, dtype = "auto", output;
   int prompt_tokens = 512, decode_tokens = 32, threads = 0, num_rounds = 3;
-  std::string probe_kind = "weights";
+  std::string probe_kind = "weights", device = "cpu";
+  double bound_bandwidth_gbps = 0, bound_gemm_gflops = 0;
   std::vector<int> batches = {1, 8, 32};
   app.add_option("--model", model_dir, "Model directory; default: the bundled default model");
   app.add_option("--dtype", dtype, "auto, float32 or bfloat16")->capture_default_str();
@@ -79,6 +83,12 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", num_rounds, "Decode runs per batch size (the median is reported)")
       ->capture_default_str();
   app.add_option("--output", output, "Write the results as JSON here");
+  app.add_option("--device", device, "auto, cuda or cpu")->capture_default_str();
+  app.add_option(
+      "--bound-bandwidth", bound_bandwidth_gbps,
+      "A device's bandwidth bound in GB/s, measured beside this run (needed off the CPU)");
+  app.add_option("--bound-gemm", bound_gemm_gflops,
+                 "A device's GEMM rate in GFLOP/s, measured beside this run (needed off the CPU)");
   CLI11_PARSE(app, argc, argv);
   if (threads > 0) moe::kernels::cpu::SetNumThreads(threads);
 
@@ -89,15 +99,23 @@ int main(int argc, char** argv) {
     return 1;
   }
   load.dtype = *parsed;
+  load.device = device;
   auto lm = moe::LoadModelDir(model_dir.empty() ? moe::DefaultModelDir() : model_dir, load);
   if (!lm.ok()) {
     std::fprintf(stderr, "engine_bench: %s\n", std::string(lm.status().message()).c_str());
     return 1;
   }
   const moe::WeightStats& ws = lm->model->weights().stats();
-  const double gemm_rate = moe::bench::GemmRate(ws.dtype);
-  std::printf("machine: %s\nGEMM (%s, 2048^3): %.1f GFLOP/s\n",
-              moe::bench::MachineDescription().c_str(), moe::kernels::DTypeName(ws.dtype),
+  const bool on_host = lm->model->backend().compute_memory() != moe::MemoryKind::kDevice;
+  if (!on_host && (bound_bandwidth_gbps <= 0 || bound_gemm_gflops <= 0)) {
+    std::fprintf(stderr, "engine_bench: on %s, give --bound-bandwidth and --bound-gemm\n",
+                 lm->model->backend().description().c_str());
+    return 1;
+  }
+  const double gemm_rate = on_host ? moe::bench::GemmRate(ws.dtype) : bound_gemm_gflops * 1e9;
+  std::printf("machine: %s; backend: %s\nGEMM (%s, %s): %.1f GFLOP/s\n",
+              moe::bench::MachineDescription().c_str(), lm->model->backend().description().c_str(),
+              moe::kernels::DTypeName(ws.dtype), on_host ? "2048^3, measured" : "given",
               gemm_rate / 1e9);
   std::printf("model: %s\n", moe::LoadSummary(*lm).c_str());
   std::printf("load: %.2f s, peak RSS %.1f MiB = %.3fx the checkpoint's tensor bytes\n",
@@ -111,6 +129,7 @@ int main(int argc, char** argv) {
                               return c;
                             }()},
                            {"machine", moe::bench::MachineDescription()},
+                           {"backend", lm->model->backend().description()},
                            {"gemm_flops_per_second", gemm_rate},
                            {"model", lm->dir},
                            {"dtype", moe::kernels::DTypeName(ws.dtype)},
@@ -175,10 +194,12 @@ int main(int argc, char** argv) {
     }
   }
   auto probe = [&] {
+    if (!on_host)
+      return moe::bench::Bandwidth{bound_bandwidth_gbps * 1e9, bound_bandwidth_gbps * 1e9};
     return probe_kind == "fresh" ? moe::bench::ReadBandwidth(1.5)
                                  : moe::bench::ReadBandwidthOf(regions, 1.5);
   };
-  {
+  if (on_host) {
     const moe::bench::Bandwidth weights_bw = moe::bench::ReadBandwidthOf(regions, 1.5);
     const moe::bench::Bandwidth fresh_bw = moe::bench::ReadBandwidth(1.5);
     std::printf(

@@ -10,7 +10,8 @@
 // bounds measured by this process in the same run: the sustained read bandwidth (right
 // before and after the level, the larger) and the large-GEMM rate of --dtype. Roofline
 // time = max(bytes / bandwidth, FLOPs / GEMM rate); roofline tok/s = the level's output
-// tokens over it.
+// tokens over it. A server on a GPU takes the device's bounds instead (--bound-bandwidth,
+// --bound-gemm: moe_gpu_bench's figures from the same scripts/gpu_check.sh run).
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
@@ -138,6 +139,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-tokens", max_tokens, "Tokens generated per request")->capture_default_str();
   app.add_option("--output", output, "Write the results as JSON to this file");
+  double bound_bandwidth_gbps = 0, bound_gemm_gflops = 0;
+  app.add_option("--bound-bandwidth", bound_bandwidth_gbps,
+                 "A server on a GPU: its bandwidth bound in GB/s, measured beside this run "
+                 "(moe_gpu_bench), instead of this machine's read bandwidth");
+  app.add_option("--bound-gemm", bound_gemm_gflops,
+                 "A server on a GPU: its GEMM rate in GFLOP/s, measured beside this run");
   Sampling sampling;
   app.add_option("--temperature", sampling.temperature, "Sampling temperature; 0: greedy")
       ->capture_default_str()
@@ -162,12 +169,21 @@ int main(int argc, char** argv) {
   const bool roofline = !metrics_url.empty();
   const moe::kernels::DType gemm_dtype =
       dtype == "float32" ? moe::kernels::DType::kF32 : moe::kernels::DType::kBF16;
-  const double gemm_rate = roofline ? moe::bench::GemmRate(gemm_dtype) : 0;
-  moe::bench::Bandwidth bw_before =
-      roofline ? moe::bench::ReadBandwidth() : moe::bench::Bandwidth{};
+  // A server on a GPU is bounded by the device, whose bounds are given (measured beside
+  // this run); a CPU server by this machine's, measured here.
+  const bool given = bound_bandwidth_gbps > 0 && bound_gemm_gflops > 0;
+  auto read_bandwidth = [&] {
+    return given ? moe::bench::Bandwidth{bound_bandwidth_gbps * 1e9, bound_bandwidth_gbps * 1e9}
+                 : moe::bench::ReadBandwidth();
+  };
+  const double gemm_rate = !roofline ? 0
+                           : given   ? bound_gemm_gflops * 1e9
+                                     : moe::bench::GemmRate(gemm_dtype);
+  moe::bench::Bandwidth bw_before = roofline ? read_bandwidth() : moe::bench::Bandwidth{};
   if (roofline) {
-    std::printf("machine: %s; GEMM (%s, 2048^3) %.1f GFLOP/s\n",
-                moe::bench::MachineDescription().c_str(), dtype.c_str(), gemm_rate / 1e9);
+    std::printf("machine: %s; GEMM (%s, %s) %.1f GFLOP/s\n",
+                given ? "the device's given bounds" : moe::bench::MachineDescription().c_str(),
+                dtype.c_str(), given ? "given" : "2048^3", gemm_rate / 1e9);
   }
   nlohmann::json results = nlohmann::json::array();
   double base = 0;
@@ -208,7 +224,7 @@ int main(int argc, char** argv) {
     nlohmann::json roof;
     if (roofline) {
       const Counters after = Scrape(metrics_url);
-      const moe::bench::Bandwidth bw_after = moe::bench::ReadBandwidth();
+      const moe::bench::Bandwidth bw_after = read_bandwidth();
       const double bandwidth = std::max(bw_before.sustained, bw_after.sustained);
       bw_before = bw_after;
       const double bytes =

@@ -6,7 +6,8 @@
 #   bash bench/serving_bench.sh --model /work/ckpt/moe-1b --max-seqs 64
 # Environment: BUILD (build dir), LEVELS, REQUESTS_PER_STREAM (4), MAX_TOKENS (64),
 # OUTPUT, DTYPE (the served dtype for the GEMM-rate bound, default bfloat16),
-# TEMPERATURE (0: greedy), TOP_P (1), TOP_K (0).
+# TEMPERATURE (0: greedy), TOP_P (1), TOP_K (0); for a server on a GPU, BOUND_BANDWIDTH
+# (GB/s) and BOUND_GEMM (GFLOP/s), the device's bounds measured beside the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build}
@@ -19,4 +20,6 @@ mkdir -p bench/results
   --concurrency "${LEVELS:-1,8,32}" \
   --requests-per-stream "${REQUESTS_PER_STREAM:-4}" --max-tokens "${MAX_TOKENS:-64}" \
   --temperature "${TEMPERATURE:-0}" --top-p "${TOP_P:-1}" --top-k "${TOP_K:-0}" \
+  ${BOUND_BANDWIDTH:+--bound-bandwidth "$BOUND_BANDWIDTH"} \
+  ${BOUND_GEMM:+--bound-gemm "$BOUND_GEMM"} \
   --output "${OUTPUT:-bench/results/serving_grpc_cpu.json}"

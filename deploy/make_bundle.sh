@@ -5,10 +5,13 @@
 #   moe-serve-<version>-linux-x86_64/
 #     BUNDLE     what it is and what it needs (the minimum glibc)
 #     bin/       the binaries, linked with RPATH $ORIGIN/../lib (CMakeLists.txt)
-#     lib/       gRPC, Protobuf, Abseil, prometheus-cpp, ...
+#     lib/       gRPC, Protobuf, Abseil, prometheus-cpp, ...; libmoe_cuda_backend.so in a
+#                CUDA build
 #     share/moe-serve/models/default   the default model
 #
-# CUDA libraries are never bundled: a CUDA build needs the machine's driver and runtime.
+# CUDA libraries are never bundled: a CUDA build needs the machine's driver, CUDA runtime
+# and cuBLAS (the toolkit's, or the nvidia-cuda-runtime and nvidia-cublas wheels' on
+# LD_LIBRARY_PATH) for --device cuda; on the CPU it needs none of them.
 # Usage: deploy/make_bundle.sh BUILD_DIR OUT_DIR
 set -euo pipefail
 build=${1:?usage: make_bundle.sh BUILD_DIR OUT_DIR}
@@ -27,6 +30,15 @@ for b in "${binaries[@]}"; do
   cp "$b" "$dir/bin/"
 done
 
+# A CUDA build's backend library, which the binaries open at run time for --device cuda
+# (engine/model.cc looks for it in lib/ beside bin/); its own libraries join the closure.
+closure=("${binaries[@]}")
+cuda_backend="$build/engine/cuda/libmoe_cuda_backend.so"
+if [ -f "$cuda_backend" ]; then
+  cp "$cuda_backend" "$dir/lib/"
+  closure+=("$cuda_backend")
+fi
+
 # The C runtime every Linux has, and the CUDA driver/runtime the machine must provide.
 system_lib() {
   case "$1" in
@@ -37,7 +49,7 @@ system_lib() {
 }
 
 # Every library the binaries need, directly or not (ldd resolves the whole closure).
-for b in "${binaries[@]}"; do
+for b in "${closure[@]}"; do
   ldd "$b" | awk '/=>/ { print $1, $3 }'
 done | sort -u | while read -r soname path; do
   system_lib "$soname" && continue

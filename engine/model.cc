@@ -2,7 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
+#include <cstdlib>
 #include <cstring>
+#include <vector>
+
+#include <dlfcn.h>
+#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
@@ -28,17 +34,93 @@ enum Slot {
   kAct,     // [T, I] dense MLP
   kLastH,   // [R, H] the rows that get logits
   kLogits,  // [R, V] when the backend's memory is not the host's
+  kStep,    // the step's arrays (StepArrays) in the backend's memory
 };
+
+// The CUDA backend lives in its own shared library (engine/cuda), opened on first use, so
+// a process on the CPU never maps the CUDA runtime and cuBLAS. Looked for at
+// $MOE_CUDA_BACKEND, then where this build put it, then in the bundle's lib/ beside bin/.
+using CreateCudaBackend = void (*)(int, absl::StatusOr<std::unique_ptr<Backend>>*);
+constexpr const char* kCudaBackendLibrary = "libmoe_cuda_backend.so";
+
+absl::StatusOr<CreateCudaBackend> OpenCudaBackend() {
+  std::vector<std::string> candidates;
+  if (const char* env = std::getenv("MOE_CUDA_BACKEND"); env != nullptr && *env != '\0') {
+    candidates.push_back(env);
+  }
+#ifdef MOE_CUDA_BACKEND_BUILD_PATH
+  candidates.push_back(MOE_CUDA_BACKEND_BUILD_PATH);
+#endif
+  char exe[4096];
+  if (const ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1); n > 0) {
+    std::string dir(exe, static_cast<size_t>(n));
+    dir.resize(dir.rfind('/') + 1);
+    candidates.push_back(dir + "../lib/" + kCudaBackendLibrary);
+  }
+  std::string errors;
+  for (const std::string& path : candidates) {
+    if (access(path.c_str(), F_OK) != 0) continue;
+    // Never closed: the backend's code must outlive every object it made.
+    void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (handle == nullptr) {
+      absl::StrAppend(&errors, "; ", dlerror());
+      continue;
+    }
+    if (void* sym = dlsym(handle, "moe_create_cuda_backend"); sym != nullptr) {
+      return reinterpret_cast<CreateCudaBackend>(sym);
+    }
+    absl::StrAppend(&errors, "; ", path, " has no moe_create_cuda_backend");
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "device 'cuda': the CUDA backend library (", kCudaBackendLibrary, ") could not be opened",
+      errors.empty() ? std::string(": this build has none (configure with MOE_WITH_CUDA=ON on a "
+                                   "machine with nvcc) or it is not beside the binary")
+                     : errors));
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend() {
+  MOE_ASSIGN_OR_RETURN(const CreateCudaBackend create, OpenCudaBackend());
+  absl::StatusOr<std::unique_ptr<Backend>> backend = absl::UnknownError("not created");
+  create(0, &backend);
+  return backend;
+}
+
+// Whether the NVIDIA driver is installed (without it there is no device to look for).
+bool HaveCudaDriver() {
+  void* driver = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (driver == nullptr) return false;
+  dlclose(driver);
+  return true;
+}
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(const std::string& device) {
   if (device == "cpu") return MakeCpuBackend();
-  if (device == "cuda") {
-    return absl::UnimplementedError(
-        "--device cuda: the CUDA backend runs the MoE ops only; the whole forward on the GPU "
-        "is not built yet");
+  if (device == "cuda") return MakeCudaBackend();
+  if (device == "auto") {
+    if (!HaveCudaDriver()) return MakeCpuBackend();
+    absl::StatusOr<std::unique_ptr<Backend>> cuda = MakeCudaBackend();
+    // No device, or a build without the CUDA backend: the CPU. A device that is present but
+    // fails is an error.
+    if (!cuda.ok() && absl::IsFailedPrecondition(cuda.status())) return MakeCpuBackend();
+    return cuda;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown device '", device, "': use cpu"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device '", device, "': use auto, cuda or cpu"));
 }
+
+// The step's host arrays as the backend's ops read them: in its compute memory, packed into
+// one buffer so a device backend takes one copy per step (the CPU backend reads the same
+// packing in place).
+struct StepArrays {
+  const int32_t* const* block_tables = nullptr;  // [S]
+  const int32_t* token_ids = nullptr;            // [T]
+  const int32_t* positions = nullptr;            // [T]
+  const int32_t* token_seq = nullptr;            // [T]
+  const int32_t* logit_rows = nullptr;           // [R]
+  const int32_t* weak_rank = nullptr;            // [T] when any sequence overrides routing
+  const int32_t* route_top_k = nullptr;          // [T]
+  const float* route_top_p = nullptr;            // [T]
+};
 
 }  // namespace
 
@@ -50,13 +132,13 @@ struct Model::Impl {
   std::vector<MoeLayerSpec> moe_specs;  // [num_layers]; unused for dense layers
   int64_t attention_weight_bytes = 0;   // of one layer's q/k/v/o (the same in every layer)
   std::unique_ptr<Workspace> ws, moe_ws;
-  std::vector<const int32_t*> block_tables;
-  std::vector<int32_t> weak_rank, route_top_k, logit_rows;
-  std::vector<float> route_top_p;
+  std::vector<int32_t> logit_rows;
+  std::vector<std::byte> staging;  // the step's arrays, packed on the host
 
   absl::Status CheckBatch(const Batch& batch, const KvStorage& kv) const;
-  absl::Status Attention(int layer, const LayerWeights& w, const Batch& batch, KvStorage& kv,
-                         const float* h, float* out);
+  absl::StatusOr<StepArrays> Stage(const Batch& batch, bool routing, int block_size);
+  absl::Status Attention(int layer, const LayerWeights& w, const Batch& batch, const StepArrays& st,
+                         KvStorage& kv, const float* h, float* out);
   absl::Status DenseMlp(const LayerWeights& w, const float* h, int T, float* out);
   void Account(const Batch& batch, const ForwardOutput& out, int rows, ForwardOutput* acc) const;
 };
@@ -121,8 +203,67 @@ absl::Status Model::Impl::CheckBatch(const Batch& batch, const KvStorage& kv) co
   return absl::OkStatus();
 }
 
+absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, int B) {
+  const size_t T = batch.token_ids.size(), S = batch.seqs.size(), R = logit_rows.size();
+  // Layout: the S table pointers (8-byte aligned at the start), then int32 arrays: the
+  // tables' entries, token ids, positions, token_seq, logit rows, then the routing arrays.
+  std::vector<size_t> table_at(S);
+  size_t n32 = 0;
+  for (size_t s = 0; s < S; ++s) {
+    const BatchSequence& seq = batch.seqs[s];
+    table_at[s] = n32;
+    n32 += static_cast<size_t>((seq.start_pos + seq.num_tokens - 1) / B + 1);
+  }
+  const size_t ids_at = n32, pos_at = ids_at + T, seq_at = pos_at + T, rows_at = seq_at + T;
+  const size_t weak_at = rows_at + R, topk_at = weak_at + (routing ? T : 0);
+  const size_t topp_at = topk_at + (routing ? T : 0);
+  n32 = topp_at + (routing ? T : 0);
+  const size_t ptr_bytes = S * sizeof(int32_t*);
+  const size_t bytes = ptr_bytes + n32 * sizeof(int32_t);
+  staging.resize(bytes);
+
+  const bool host = backend->compute_memory() != MemoryKind::kDevice;
+  std::byte* base = staging.data();
+  if (!host) {
+    MOE_ASSIGN_OR_RETURN(base, ws->Get<std::byte>(kStep, bytes));
+  }
+  auto* i32 = reinterpret_cast<int32_t*>(staging.data() + ptr_bytes);
+  auto at = [&](size_t i) { return reinterpret_cast<int32_t*>(base + ptr_bytes) + i; };
+  auto* tables = reinterpret_cast<const int32_t**>(staging.data());
+  for (size_t s = 0; s < S; ++s) {
+    const BatchSequence& seq = batch.seqs[s];
+    const size_t n = static_cast<size_t>((seq.start_pos + seq.num_tokens - 1) / B + 1);
+    std::copy_n(seq.block_table, n, i32 + table_at[s]);
+    tables[s] = at(table_at[s]);
+  }
+  std::copy_n(batch.token_ids.data(), T, i32 + ids_at);
+  std::copy_n(batch.positions.data(), T, i32 + pos_at);
+  std::copy_n(batch.token_seq.data(), T, i32 + seq_at);
+  std::copy_n(logit_rows.data(), R, i32 + rows_at);
+  StepArrays st;
+  st.block_tables = reinterpret_cast<const int32_t* const*>(base);
+  st.token_ids = at(ids_at);
+  st.positions = at(pos_at);
+  st.token_seq = at(seq_at);
+  st.logit_rows = at(rows_at);
+  if (routing) {
+    for (size_t t = 0; t < T; ++t) {
+      const RoutingOverride& r = batch.seqs[batch.token_seq[t]].routing;
+      i32[weak_at + t] = r.weak_rank;
+      i32[topk_at + t] = r.top_k;
+      std::memcpy(i32 + topp_at + t, &r.top_p, sizeof(float));
+    }
+    st.weak_rank = at(weak_at);
+    st.route_top_k = at(topk_at);
+    st.route_top_p = reinterpret_cast<const float*>(at(topp_at));
+  }
+  if (!host) MOE_RETURN_IF_ERROR(backend->CopyToBackend(base, staging.data(), bytes));
+  return st;
+}
+
 absl::Status Model::Impl::Attention(int layer, const LayerWeights& w, const Batch& batch,
-                                    KvStorage& kv, const float* h, float* out) {
+                                    const StepArrays& st, KvStorage& kv, const float* h,
+                                    float* out) {
   Backend& be = *backend;
   const int T = batch.num_tokens();
   const int H = cfg.hidden_size, D = cfg.head_dim, Hq = cfg.num_q_heads, Hkv = cfg.num_kv_heads;
@@ -163,7 +304,7 @@ absl::Status Model::Impl::Attention(int layer, const LayerWeights& w, const Batc
     MOE_RETURN_IF_ERROR(be.RmsNorm({k, w.k_norm, T * Hkv, D, cfg.rms_norm_eps, k}));
   }
   kernels::RopeParams rope;
-  rope.positions = batch.positions.data();
+  rope.positions = st.positions;
   rope.num_tokens = T;
   rope.head_dim = D;
   rope.rotary_dim = D;
@@ -181,9 +322,9 @@ absl::Status Model::Impl::Attention(int layer, const LayerWeights& w, const Batc
   kw.v = v;
   kw.num_tokens = T;
   kw.kv_dim = kvd;
-  kw.token_seq = batch.token_seq.data();
-  kw.positions = batch.positions.data();
-  kw.block_tables = block_tables.data();
+  kw.token_seq = st.token_seq;
+  kw.positions = st.positions;
+  kw.block_tables = st.block_tables;
   kw.block_size = kv.shape().block_size;
   kw.num_kv_heads = Hkv;
   kw.k_cache = kv.Keys(layer);
@@ -197,9 +338,9 @@ absl::Status Model::Impl::Attention(int layer, const LayerWeights& w, const Batc
   ap.num_q_heads = Hq;
   ap.num_kv_heads = Hkv;
   ap.head_dim = D;
-  ap.token_seq = batch.token_seq.data();
-  ap.positions = batch.positions.data();
-  ap.block_tables = block_tables.data();
+  ap.token_seq = st.token_seq;
+  ap.positions = st.positions;
+  ap.block_tables = st.block_tables;
   ap.block_size = kv.shape().block_size;
   ap.k_cache = kv.Keys(layer);
   ap.v_cache = kv.Values(layer);
@@ -364,57 +505,16 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   out->weight_bytes = out->kv_bytes = out->flops = 0;
   if (T == 0) return absl::OkStatus();
 
-  m.block_tables.resize(batch.seqs.size());
   // Per-token routing overrides, when any sequence has one; the MoE layers leave room for
   // the most experts any token may use.
   TokenRouting routing;
   bool any_override = false;
-  for (size_t s = 0; s < batch.seqs.size(); ++s) {
-    m.block_tables[s] = batch.seqs[s].block_table;
-    const RoutingOverride& r = batch.seqs[s].routing;
-    if (!r.any()) continue;
+  for (const BatchSequence& seq : batch.seqs) {
+    if (!seq.routing.any()) continue;
     any_override = true;
-    routing.slots = std::max(routing.slots, r.max_experts(cfg.top_k, cfg.num_experts));
+    routing.slots = std::max(routing.slots, seq.routing.max_experts(cfg.top_k, cfg.num_experts));
   }
-  if (any_override) {
-    routing.slots = std::max(routing.slots, cfg.top_k);
-    m.weak_rank.resize(T);
-    m.route_top_k.resize(T);
-    m.route_top_p.resize(T);
-    for (int t = 0; t < T; ++t) {
-      const RoutingOverride& r = batch.seqs[batch.token_seq[t]].routing;
-      m.weak_rank[t] = r.weak_rank;
-      m.route_top_k[t] = r.top_k;
-      m.route_top_p[t] = r.top_p;
-    }
-    routing.weak_rank = m.weak_rank.data();
-    routing.top_k = m.route_top_k.data();
-    routing.top_p = m.route_top_p.data();
-  }
-
-  const size_t TH = static_cast<size_t>(T) * H;
-  MOE_ASSIGN_OR_RETURN(float* x, m.ws->Get<float>(kX, TH));
-  MOE_ASSIGN_OR_RETURN(float* h, m.ws->Get<float>(kH, TH));
-  MOE_ASSIGN_OR_RETURN(float* tmp, m.ws->Get<float>(kTmp, TH));
-  MOE_RETURN_IF_ERROR(be.Embedding({m.weights->embed.ref, batch.token_ids.data(), T, x}));
-  for (int layer = 0; layer < cfg.num_layers; ++layer) {
-    const LayerWeights& w = m.weights->layers[layer];
-    MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.input_norm, T, H, cfg.rms_norm_eps, h}));
-    MOE_RETURN_IF_ERROR(m.Attention(layer, w, batch, kv, h, tmp));
-    MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
-    MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.post_norm, T, H, cfg.rms_norm_eps, h}));
-    if (w.is_moe) {
-      MOE_RETURN_IF_ERROR(RunMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
-                                      any_override ? &routing : nullptr, *m.moe_ws, tmp,
-                                      out->expert_tokens.data() + static_cast<size_t>(layer) * E,
-                                      out->experts_per_token.data()));
-    } else {
-      MOE_RETURN_IF_ERROR(m.DenseMlp(w, h, T, tmp));
-    }
-    MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
-  }
-
-  // Final norm and LM head on the rows that need logits.
+  // The rows that get logits: every token's, or each sampling sequence's last.
   m.logit_rows.clear();
   for (size_t s = 0; s < batch.seqs.size(); ++s) {
     const BatchSequence& seq = batch.seqs[s];
@@ -429,11 +529,42 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     }
   }
   const int R = static_cast<int>(m.logit_rows.size());
+  MOE_ASSIGN_OR_RETURN(const StepArrays st, m.Stage(batch, any_override, kv.shape().block_size));
+  if (any_override) {
+    routing.slots = std::max(routing.slots, cfg.top_k);
+    routing.weak_rank = st.weak_rank;
+    routing.top_k = st.route_top_k;
+    routing.top_p = st.route_top_p;
+  }
+
+  const size_t TH = static_cast<size_t>(T) * H;
+  MOE_ASSIGN_OR_RETURN(float* x, m.ws->Get<float>(kX, TH));
+  MOE_ASSIGN_OR_RETURN(float* h, m.ws->Get<float>(kH, TH));
+  MOE_ASSIGN_OR_RETURN(float* tmp, m.ws->Get<float>(kTmp, TH));
+  MOE_RETURN_IF_ERROR(be.Embedding({m.weights->embed.ref, st.token_ids, T, x}));
+  for (int layer = 0; layer < cfg.num_layers; ++layer) {
+    const LayerWeights& w = m.weights->layers[layer];
+    MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.input_norm, T, H, cfg.rms_norm_eps, h}));
+    MOE_RETURN_IF_ERROR(m.Attention(layer, w, batch, st, kv, h, tmp));
+    MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
+    MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.post_norm, T, H, cfg.rms_norm_eps, h}));
+    if (w.is_moe) {
+      MOE_RETURN_IF_ERROR(RunMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
+                                      any_override ? &routing : nullptr, *m.moe_ws, tmp,
+                                      out->expert_tokens.data() + static_cast<size_t>(layer) * E,
+                                      out->experts_per_token.data()));
+    } else {
+      MOE_RETURN_IF_ERROR(m.DenseMlp(w, h, T, tmp));
+    }
+    MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
+  }
+
+  // Final norm and LM head on the rows that need logits.
   m.Account(batch, *out, R, out);
   if (R == 0) return absl::OkStatus();
   MOE_ASSIGN_OR_RETURN(float* last_h, m.ws->Get<float>(kLastH, static_cast<size_t>(R) * H));
   kernels::RmsNormParams fn{x,      m.weights->final_norm, R, H, cfg.rms_norm_eps,
-                            last_h, m.logit_rows.data()};
+                            last_h, st.logit_rows};
   MOE_RETURN_IF_ERROR(be.RmsNorm(fn));
   out->logits.resize(static_cast<size_t>(R) * V);
   const bool host = be.compute_memory() != MemoryKind::kDevice;

@@ -38,7 +38,11 @@ enum class Placement {
 const char* PlacementName(Placement placement);
 
 struct LoadOptions {
-  std::string device = "cpu";  // the backend; "cpu" today
+  // The backend: "cpu", "cuda" (device 0; FailedPrecondition without one or in a build
+  // without CUDA), or "auto": cuda where this build has it and a device is present, else
+  // cpu. The library's default is cpu (the oracle); moe-server and moe-generate default to
+  // auto (--device).
+  std::string device = "cpu";
   WeightDtype dtype = WeightDtype::kAuto;
   // Bytes of device memory the weights may use; 0: no limit. On the CPU backend every
   // weight is resident whatever the budget.

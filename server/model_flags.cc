@@ -16,6 +16,11 @@ void AddModelFlags(CLI::App& app, ModelFlags* flags) {
                  "Weights in memory: auto (the checkpoint's: bf16 stays bf16, f16 widens to "
                  "float32), float32 or bfloat16")
       ->capture_default_str();
+  app.add_option("--device", flags->device,
+                 "Where the model runs: auto (the GPU where this build has CUDA and a device "
+                 "is present, else the CPU), cuda or cpu")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cuda", "cpu"}));
   app.add_option("--threads", flags->threads, "CPU kernel threads; 0: one per CPU")
       ->capture_default_str()
       ->check(cli::AtLeast<int>(0));
@@ -28,6 +33,7 @@ absl::StatusOr<LoadedModel> LoadModelFromFlags(const ModelFlags& flags) {
   if (flags.threads > 0) kernels::cpu::SetNumThreads(flags.threads);
   LoadOptions options;
   options.dtype = *dtype;
+  options.device = flags.device;
   return LoadModelDir(flags.model_dir.empty() ? DefaultModelDir() : flags.model_dir, options);
 }
 

@@ -1,5 +1,5 @@
 // The flags that choose and load the model, shared by moe-server and moe-generate:
-// --model, --dtype and --threads.
+// --model, --dtype, --device and --threads.
 #pragma once
 
 #include <string>
@@ -14,13 +14,14 @@ namespace moe::server {
 struct ModelFlags {
   std::string model_dir;  // empty: the default model
   std::string dtype = "auto";
-  int threads = 0;  // 0: one per CPU
+  std::string device = "auto";  // auto, cuda or cpu
+  int threads = 0;              // 0: one per CPU
 };
 
 void AddModelFlags(CLI::App& app, ModelFlags* flags);
 
-// Applies --threads and loads the model with --dtype. InvalidArgument for a bad --dtype;
-// the loader's errors otherwise.
+// Applies --threads and loads the model with --dtype on --device. InvalidArgument for a bad
+// --dtype; the loader's errors otherwise.
 absl::StatusOr<LoadedModel> LoadModelFromFlags(const ModelFlags& flags);
 
 }  // namespace moe::server

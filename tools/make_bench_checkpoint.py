@@ -131,9 +131,14 @@ def main():
     ap.add_argument("--out", required=True, help="output directory (created)")
     ap.add_argument("--shard-gb", type=float, default=2.0, help="largest shard in GB")
     ap.add_argument("--seed", type=int, default=20261202)
+    ap.add_argument("--layers", type=int, default=0,
+                    help="override the shape's layer count (a shorter model of the same layer "
+                         "shape, e.g. olmoe-full at 4 layers for a GPU check: 3.4 GB)")
     args = ap.parse_args()
 
-    s = SHAPES[args.shape]
+    s = dict(SHAPES[args.shape])
+    if args.layers > 0:
+        s["layers"] = args.layers
     os.makedirs(args.out, exist_ok=True)
     tensors = tensors_for(s)
     limit = int(args.shard_gb * 1e9)

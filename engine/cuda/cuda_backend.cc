@@ -16,26 +16,22 @@ namespace {
 
 namespace cuda = kernels::cuda;
 
-absl::Status NotYet(const char* op) {
-  return absl::UnimplementedError(
-      absl::StrCat("the CUDA backend has no ", op, " yet (the GPU forward is the next issue)"));
-}
-
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, cudaStream_t stream, cuda::CublasHandle cublas,
-              cuda::GroupedGemmScratch scratch, std::string name)
+              cuda::GroupedGemmScratch scratch, std::string name, std::string arch)
       : device_(device),
         stream_(stream),
         cublas_(std::move(cublas)),
         scratch_(std::move(scratch)),
-        device_name_(std::move(name)) {}
+        device_name_(std::move(name)),
+        arch_(std::move(arch)) {}
   ~CudaBackend() override {
     if (stream_ != nullptr) MOE_CUDA_CHECK_FATAL(cudaStreamDestroy(stream_));
   }
 
   const char* name() const override { return "cuda"; }
-  std::string kernel_path() const override { return "cuda"; }
+  std::string kernel_path() const override { return arch_; }
   std::string description() const override {
     return absl::StrCat("cuda device ", device_, " (", device_name_, ")");
   }
@@ -81,7 +77,7 @@ class CudaBackend final : public Backend {
   }
 
   absl::Status Linear(const kernels::LinearParams& p) override {
-    return cuda::LaunchLinear(p, cublas_.get(), stream_);
+    return cuda::LaunchLinear(p, cublas_.get(), stream_, &linear_scratch_);
   }
   absl::Status LinearBatch(std::span<const kernels::LinearParams> p) override {
     for (const kernels::LinearParams& one : p) MOE_RETURN_IF_ERROR(Linear(one));
@@ -139,7 +135,9 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   cuda::CublasHandle cublas_;
   cuda::GroupedGemmScratch scratch_;
+  cuda::DeviceScratch linear_scratch_;  // a bf16 Linear's rounded input rows
   std::string device_name_;
+  std::string arch_;
 };
 
 }  // namespace
@@ -162,8 +160,15 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
     MOE_CUDA_CHECK_FATAL(cudaStreamDestroy(stream));
     return !cublas.ok() ? cublas.status() : scratch.status();
   }
-  return std::unique_ptr<Backend>(
-      new CudaBackend(device, stream, *std::move(cublas), *std::move(scratch), prop.name));
+  return std::unique_ptr<Backend>(new CudaBackend(device, stream, *std::move(cublas),
+                                                  *std::move(scratch), prop.name,
+                                                  absl::StrCat("sm_", prop.major, prop.minor)));
 }
 
 }  // namespace moe
+
+// The entry point Model::Load looks up after opening this library (engine/model.cc).
+extern "C" __attribute__((visibility("default"))) void moe_create_cuda_backend(
+    int device, absl::StatusOr<std::unique_ptr<moe::Backend>>* out) {
+  *out = moe::MakeCudaBackend(device);
+}

@@ -1,8 +1,7 @@
-// The CUDA backend (built only with CUDA, target moe_cuda_backend): the ops of
-// engine/backend.h that kernels/cuda has today (Linear through cuBLAS, gating, dispatch,
-// the expert FFN, combine), fp32 row-major weights in device memory. The other ops return
-// Unimplemented: the whole forward on the GPU is the next step (DESIGN.md section 1a).
-// moe_engine includes no CUDA header; only this target and its users do.
+// The CUDA backend (built only with CUDA, target moe_cuda_backend): every op of
+// engine/backend.h on kernels/cuda, row-major fp32 or bf16 weights, activations and the KV
+// cache in device memory, one stream. Model::Load creates it for --device cuda (or auto
+// where a device is present); tests create it directly.
 #pragma once
 
 #include <memory>

@@ -1,6 +1,9 @@
-// Expert FFNs over the dispatched rows and the deterministic combine. The GEMMs are
-// cuBLAS fp32 (row-major operands passed as their column-major transposes); gather,
+// Expert FFNs over the dispatched rows and the deterministic combine, and the cuBLAS
+// Linear. The GEMMs are cuBLAS (row-major operands passed as their column-major
+// transposes): fp32 weights through the fp32 GEMMs; bf16 weights through the Ex GEMMs with
+// the activations rounded to bf16 on the way in and fp32 accumulation and output. Gather,
 // SwiGLU and combine are element-wise kernels.
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -22,23 +25,28 @@ int BlocksFor(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks));
 }
 
-// ws_x[row] = x[sorted_pairs[row] / K], rows [0, num_rows).
+__device__ inline void Store(float* p, float v) { *p = v; }
+__device__ inline void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+
+// ws_x[row] = x[sorted_pairs[row] / K], rows [0, num_rows); OutT bf16 rounds to nearest.
+template <typename OutT>
 __global__ void GatherKernel(const float* __restrict__ x, const int32_t* __restrict__ sorted_pairs,
-                             int num_rows, int top_k, int hidden, float* __restrict__ ws_x) {
+                             int num_rows, int top_k, int hidden, OutT* __restrict__ ws_x) {
   const int64_t n = static_cast<int64_t>(num_rows) * hidden;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t row = idx / hidden;
     const int64_t h = idx - row * hidden;
     const int64_t token = sorted_pairs[row] / top_k;
-    ws_x[idx] = x[token * hidden + h];
+    Store(ws_x + idx, x[token * hidden + h]);
   }
 }
 
 // act[r, i] = silu(g[r, i]) * g[r, I + i], with silu(g) = g / (1 + exp(-g)) as in
-// kernels::SiluMul.
+// kernels::SiluMul; OutT bf16 rounds the product to nearest.
+template <typename OutT>
 __global__ void SiluMulKernel(const float* __restrict__ gate_up, int num_rows, int inter,
-                              float* __restrict__ act) {
+                              OutT* __restrict__ act) {
   const int64_t n = static_cast<int64_t>(num_rows) * inter;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -46,7 +54,7 @@ __global__ void SiluMulKernel(const float* __restrict__ gate_up, int num_rows, i
     const int64_t i = idx - row * inter;
     const float g = gate_up[row * 2 * inter + i];
     const float u = gate_up[row * 2 * inter + inter + i];
-    act[idx] = g / (1.f + expf(-g)) * u;
+    Store(act + idx, g / (1.f + expf(-g)) * u);
   }
 }
 
@@ -88,26 +96,56 @@ std::vector<Group> NonEmptyGroups(const ExpertFfnParams& p, const ExpertFfnLaunc
 }
 
 // Row-major C[rows, n] = A[rows, k] * W[n, k]^T is column-major C^T = W^T(op T) * A^T:
-// cublasSgemm(T, N, m = n, n = rows, k, W, lda = k, A, ldb = k, C, ldc = n).
-const float* Data(const MatrixRef& w) { return static_cast<const float*>(w.data); }
-
-absl::Status LoopGemms(const ExpertFfnParams& p, cublasHandle_t cublas,
-                       const std::vector<Group>& groups, bool down) {
+// gemm(T, N, m = n, n = rows, k, W, lda = k, A, ldb = lda_a, C, ldc). fp32 W and A through
+// cublasSgemm; bf16 W and A through cublasGemmEx, fp32 C and accumulation.
+absl::Status Gemm(cublasHandle_t cublas, bool bf16, int n, int rows, int k, const void* w,
+                  const void* a, int lda_a, float* c, int ldc) {
   const float one = 1.f;
   const float zero = 0.f;
+  if (!bf16) {
+    MOE_CUBLAS_CHECK(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &one,
+                                 static_cast<const float*>(w), k, static_cast<const float*>(a),
+                                 lda_a, &zero, c, ldc));
+  } else {
+    MOE_CUBLAS_CHECK(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &one, w,
+                                  CUDA_R_16BF, k, a, CUDA_R_16BF, lda_a, &zero, c, CUDA_R_32F, ldc,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  }
+  return absl::OkStatus();
+}
+
+// The GEMM operands of the expert FFN: ws_x and ws_act hold bf16 rows (in the first half
+// of their fp32 space) when the weights are bf16.
+struct FfnOperands {
+  bool bf16;
+  size_t elem;  // bytes of one activation element as the GEMMs read it
+  const void* x_rows(const ExpertFfnParams& p, int row) const {
+    return reinterpret_cast<const char*>(p.ws_x) + static_cast<size_t>(row) * p.hidden * elem;
+  }
+  const void* act_rows(const ExpertFfnParams& p, int row) const {
+    return reinterpret_cast<const char*>(p.ws_act) + static_cast<size_t>(row) * p.inter * elem;
+  }
+};
+
+absl::Status LoopGemms(const ExpertFfnParams& p, cublasHandle_t cublas,
+                       const std::vector<Group>& groups, const FfnOperands& ops, bool down) {
   const int H = p.hidden;
   const int I = p.inter;
   for (const Group& g : groups) {
     if (!down) {
-      MOE_CUBLAS_CHECK(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, 2 * I, g.rows, H, &one,
-                                   Data(p.w_gate_up[g.expert]), H,
-                                   p.ws_x + static_cast<size_t>(g.begin) * H, H, &zero,
-                                   p.ws_gate_up + static_cast<size_t>(g.begin) * 2 * I, 2 * I));
+      if (absl::Status s = Gemm(cublas, ops.bf16, 2 * I, g.rows, H, p.w_gate_up[g.expert].data,
+                                ops.x_rows(p, g.begin), H,
+                                p.ws_gate_up + static_cast<size_t>(g.begin) * 2 * I, 2 * I);
+          !s.ok()) {
+        return s;
+      }
     } else {
-      MOE_CUBLAS_CHECK(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, H, g.rows, I, &one,
-                                   Data(p.w_down[g.expert]), I,
-                                   p.ws_act + static_cast<size_t>(g.begin) * I, I, &zero,
-                                   p.y + static_cast<size_t>(g.begin) * H, H));
+      if (absl::Status s =
+              Gemm(cublas, ops.bf16, H, g.rows, I, p.w_down[g.expert].data,
+                   ops.act_rows(p, g.begin), I, p.y + static_cast<size_t>(g.begin) * H, H);
+          !s.ok()) {
+        return s;
+      }
     }
   }
   return absl::OkStatus();
@@ -169,6 +207,18 @@ void GroupedGemmScratch::Reset() {
 
 // ------------------------------------------------------------------------ expert FFN
 
+namespace {
+
+// The dtype of the first expert with rows (the one every expert's weights must have).
+DType FirstDType(const ExpertFfnParams& p, const int32_t* offsets) {
+  for (int e = 0; e < p.num_experts; ++e) {
+    if (offsets[e + 1] > offsets[e]) return p.w_gate_up[e].dtype;
+  }
+  return DType::kF32;
+}
+
+}  // namespace
+
 absl::Status CanImplement(const ExpertFfnParams& p, const ExpertFfnLaunch& launch) {
   if (p.x == nullptr || p.sorted_pairs == nullptr || p.expert_offsets == nullptr ||
       launch.expert_offsets_host == nullptr || p.w_gate_up == nullptr || p.w_down == nullptr ||
@@ -202,10 +252,13 @@ absl::Status CanImplement(const ExpertFfnParams& p, const ExpertFfnLaunch& launc
       return absl::InvalidArgumentError(
           absl::StrFormat("expert_ffn: expert %d has rows but no weights", e));
     }
-    if (gu.dtype != DType::kF32 || dn.dtype != DType::kF32 ||
-        gu.layout != WeightLayout::kRowMajor || dn.layout != WeightLayout::kRowMajor) {
+    if (gu.layout != WeightLayout::kRowMajor || dn.layout != WeightLayout::kRowMajor) {
       return absl::UnimplementedError(absl::StrFormat(
-          "expert_ffn: expert %d: the CUDA expert FFN reads fp32 row-major weights only", e));
+          "expert_ffn: expert %d: the CUDA expert FFN reads row-major weights only", e));
+    }
+    if (gu.dtype != dn.dtype || gu.dtype != FirstDType(p, offsets)) {
+      return absl::UnimplementedError(
+          absl::StrFormat("expert_ffn: expert %d: every expert's weights must share one dtype", e));
     }
     if (gu.rows != 2 * p.inter || gu.cols != p.hidden || dn.rows != p.hidden ||
         dn.cols != p.inter) {
@@ -214,7 +267,8 @@ absl::Status CanImplement(const ExpertFfnParams& p, const ExpertFfnLaunch& launc
     }
   }
   if (launch.gemm_path == FfnGemmPath::kGrouped &&
-      (launch.grouped_scratch == nullptr || launch.grouped_scratch->max_experts() < p.num_experts)) {
+      (launch.grouped_scratch == nullptr ||
+       launch.grouped_scratch->max_experts() < p.num_experts)) {
     return absl::InvalidArgumentError(
         "expert_ffn: the grouped path needs a GroupedGemmScratch of at least E experts");
   }
@@ -228,9 +282,29 @@ absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& la
   if (rows == 0) return absl::OkStatus();
   const int H = p.hidden;
   const int I = p.inter;
+  const bool bf16 = FirstDType(p, launch.expert_offsets_host) == DType::kBF16;
+  const FfnOperands ops{bf16, bf16 ? sizeof(__nv_bfloat16) : sizeof(float)};
+  auto* x_bf16 = reinterpret_cast<__nv_bfloat16*>(p.ws_x);
+  auto* act_bf16 = reinterpret_cast<__nv_bfloat16*>(p.ws_act);
+  auto silu_mul = [&]() -> absl::Status {
+    const int blocks = BlocksFor(static_cast<int64_t>(rows) * I);
+    if (bf16) {
+      SiluMulKernel<<<blocks, kThreads, 0, stream>>>(p.ws_gate_up, rows, I, act_bf16);
+    } else {
+      SiluMulKernel<<<blocks, kThreads, 0, stream>>>(p.ws_gate_up, rows, I, p.ws_act);
+    }
+    MOE_CUDA_CHECK_LAUNCH(stream);
+    return absl::OkStatus();
+  };
 
-  GatherKernel<<<BlocksFor(static_cast<int64_t>(rows) * H), kThreads, 0, stream>>>(
-      p.x, p.sorted_pairs, rows, p.top_k, H, p.ws_x);
+  const int gather_blocks = BlocksFor(static_cast<int64_t>(rows) * H);
+  if (bf16) {
+    GatherKernel<<<gather_blocks, kThreads, 0, stream>>>(p.x, p.sorted_pairs, rows, p.top_k, H,
+                                                         x_bf16);
+  } else {
+    GatherKernel<<<gather_blocks, kThreads, 0, stream>>>(p.x, p.sorted_pairs, rows, p.top_k, H,
+                                                         p.ws_x);
+  }
   MOE_CUDA_CHECK_LAUNCH(stream);
 
   MOE_CUBLAS_CHECK(cublasSetStream(launch.cublas, stream));
@@ -239,7 +313,9 @@ absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& la
   const int num_groups = static_cast<int>(groups.size());
 
   if (launch.gemm_path == FfnGemmPath::kLoop) {
-    if (absl::Status s = LoopGemms(p, launch.cublas, groups, /*down=*/false); !s.ok()) return s;
+    if (absl::Status s = LoopGemms(p, launch.cublas, groups, ops, /*down=*/false); !s.ok()) {
+      return s;
+    }
   } else {
     // Six pointer arrays of num_groups entries: A, B, C of gate_up, then of down.
     GroupedGemmScratch& scratch = *launch.grouped_scratch;
@@ -247,11 +323,12 @@ absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& la
     void** h = scratch.host_ptrs_;
     for (int g = 0; g < num_groups; ++g) {
       const Group& gr = groups[g];
-      h[0 * num_groups + g] = const_cast<float*>(Data(p.w_gate_up[gr.expert]));  // read only
-      h[1 * num_groups + g] = p.ws_x + static_cast<size_t>(gr.begin) * H;
+      // The weights and inputs are read only; cuBLAS's arrays are of non-const pointers.
+      h[0 * num_groups + g] = const_cast<void*>(p.w_gate_up[gr.expert].data);
+      h[1 * num_groups + g] = const_cast<void*>(ops.x_rows(p, gr.begin));
       h[2 * num_groups + g] = p.ws_gate_up + static_cast<size_t>(gr.begin) * 2 * I;
-      h[3 * num_groups + g] = const_cast<float*>(Data(p.w_down[gr.expert]));  // read only
-      h[4 * num_groups + g] = p.ws_act + static_cast<size_t>(gr.begin) * I;
+      h[3 * num_groups + g] = const_cast<void*>(p.w_down[gr.expert].data);
+      h[4 * num_groups + g] = const_cast<void*>(ops.act_rows(p, gr.begin));
       h[5 * num_groups + g] = p.y + static_cast<size_t>(gr.begin) * H;
     }
     MOE_CUDA_CHECK(cudaMemcpyAsync(scratch.device_ptrs_, h, sizeof(void*) * 6 * num_groups,
@@ -271,28 +348,35 @@ absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& la
     // gate_up: C[rows, 2I] = X[rows, H] W_gate_up[2I, H]^T.
     const std::vector<int> m_gu(num_groups, 2 * I), k_gu(num_groups, H), ld_h(num_groups, H),
         ld_2i(num_groups, 2 * I);
-    MOE_CUBLAS_CHECK(cublasSgemmGroupedBatched(
-        launch.cublas, trans_a.data(), trans_b.data(), m_gu.data(), n.data(), k_gu.data(), alpha.data(),
-        reinterpret_cast<const float* const*>(d + 0 * num_groups), ld_h.data(),
-        reinterpret_cast<const float* const*>(d + 1 * num_groups), ld_h.data(), beta.data(),
-        reinterpret_cast<float* const*>(d + 2 * num_groups), ld_2i.data(), num_groups,
-        group_size.data()));
-    SiluMulKernel<<<BlocksFor(static_cast<int64_t>(rows) * I), kThreads, 0, stream>>>(
-        p.ws_gate_up, rows, I, p.ws_act);
-    MOE_CUDA_CHECK_LAUNCH(stream);
+    auto grouped = [&](const std::vector<int>& m, const std::vector<int>& k,
+                       const std::vector<int>& lda, const std::vector<int>& ldc,
+                       void** arrays) -> absl::Status {
+      if (!bf16) {
+        MOE_CUBLAS_CHECK(cublasSgemmGroupedBatched(
+            launch.cublas, trans_a.data(), trans_b.data(), m.data(), n.data(), k.data(),
+            alpha.data(), reinterpret_cast<const float* const*>(arrays), lda.data(),
+            reinterpret_cast<const float* const*>(arrays + num_groups), lda.data(), beta.data(),
+            reinterpret_cast<float* const*>(arrays + 2 * num_groups), ldc.data(), num_groups,
+            group_size.data()));
+      } else {
+        MOE_CUBLAS_CHECK(cublasGemmGroupedBatchedEx(
+            launch.cublas, trans_a.data(), trans_b.data(), m.data(), n.data(), k.data(),
+            alpha.data(), arrays, CUDA_R_16BF, lda.data(), arrays + num_groups, CUDA_R_16BF,
+            lda.data(), beta.data(), arrays + 2 * num_groups, CUDA_R_32F, ldc.data(), num_groups,
+            group_size.data(), CUBLAS_COMPUTE_32F));
+      }
+      return absl::OkStatus();
+    };
+    if (absl::Status s = grouped(m_gu, k_gu, ld_h, ld_2i, d); !s.ok()) return s;
+    if (absl::Status s = silu_mul(); !s.ok()) return s;
     // down: Y[rows, H] = A[rows, I] W_down[H, I]^T.
     const std::vector<int> m_d(num_groups, H), k_d(num_groups, I), ld_i(num_groups, I);
-    MOE_CUBLAS_CHECK(cublasSgemmGroupedBatched(
-        launch.cublas, trans_a.data(), trans_b.data(), m_d.data(), n.data(), k_d.data(), alpha.data(),
-        reinterpret_cast<const float* const*>(d + 3 * num_groups), ld_i.data(),
-        reinterpret_cast<const float* const*>(d + 4 * num_groups), ld_i.data(), beta.data(),
-        reinterpret_cast<float* const*>(d + 5 * num_groups), ld_h.data(), num_groups,
-        group_size.data()));
+    if (absl::Status s = grouped(m_d, k_d, ld_i, ld_h, d + 3 * num_groups); !s.ok()) return s;
   } else {
-    SiluMulKernel<<<BlocksFor(static_cast<int64_t>(rows) * I), kThreads, 0, stream>>>(
-        p.ws_gate_up, rows, I, p.ws_act);
-    MOE_CUDA_CHECK_LAUNCH(stream);
-    if (absl::Status s = LoopGemms(p, launch.cublas, groups, /*down=*/true); !s.ok()) return s;
+    if (absl::Status s = silu_mul(); !s.ok()) return s;
+    if (absl::Status s = LoopGemms(p, launch.cublas, groups, ops, /*down=*/true); !s.ok()) {
+      return s;
+    }
   }
   MOE_CUDA_DEBUG_SYNC(stream);
   return absl::OkStatus();
@@ -329,8 +413,8 @@ absl::Status CanImplement(const LinearParams& p) {
   if (p.m > 0 && (p.x == nullptr || p.y == nullptr || p.w.data == nullptr)) {
     return absl::InvalidArgumentError("linear: null buffer");
   }
-  if (p.w.dtype != DType::kF32 || p.w.layout != WeightLayout::kRowMajor) {
-    return absl::UnimplementedError("linear: the CUDA Linear reads fp32 row-major weights only");
+  if (p.w.layout != WeightLayout::kRowMajor) {
+    return absl::UnimplementedError("linear: the CUDA Linear reads row-major weights only");
   }
   if (p.x_rows != nullptr) {
     return absl::UnimplementedError("linear: the CUDA Linear has no row indirection");
@@ -356,22 +440,63 @@ __global__ void AddBiasKernel(float* __restrict__ y, int64_t ldy, const float* _
   }
 }
 
+// out[r, c] = bf16(x[r * ldx + c]), round to nearest even: a dense [rows, cols] copy.
+__global__ void ToBf16Kernel(const float* __restrict__ x, int64_t ldx, int rows, int cols,
+                             __nv_bfloat16* __restrict__ out) {
+  const int64_t total = static_cast<int64_t>(rows) * cols;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / cols;
+    const int64_t c = idx - r * cols;
+    out[idx] = __float2bfloat16_rn(x[r * ldx + c]);
+  }
+}
+
 }  // namespace
 
-absl::Status LaunchLinear(const LinearParams& p, cublasHandle_t cublas, cudaStream_t stream) {
+absl::StatusOr<void*> DeviceScratch::Get(size_t bytes) {
+  if (buffer_.bytes() < bytes) {
+    buffer_ = DeviceBuffer<unsigned char>();  // free first: the old one is not needed
+    absl::StatusOr<DeviceBuffer<unsigned char>> grown =
+        DeviceBuffer<unsigned char>::Create(bytes + bytes / 2);
+    if (!grown.ok()) return grown.status();
+    buffer_ = *std::move(grown);
+  }
+  return static_cast<void*>(buffer_.data());
+}
+
+absl::Status LaunchLinear(const LinearParams& p, cublasHandle_t cublas, cudaStream_t stream,
+                          DeviceScratch* scratch) {
   if (absl::Status s = CanImplement(p); !s.ok()) return s;
   if (p.m == 0) return absl::OkStatus();
   if (cublas == nullptr) return absl::InvalidArgumentError("linear: no cuBLAS handle");
-  const float one = 1.f;
-  const float zero = 0.f;
   const int N = static_cast<int>(p.w.rows);
   const int K = static_cast<int>(p.w.cols);
   MOE_CUBLAS_CHECK(cublasSetStream(cublas, stream));
   MOE_CUBLAS_CHECK(cublasSetPointerMode(cublas, CUBLAS_POINTER_MODE_HOST));
   // Row-major y[m, N] = x[m, K] W[N, K]^T as column-major y^T = W^T(op T) x^T.
-  MOE_CUBLAS_CHECK(cublasSgemm(cublas, CUBLAS_OP_T, CUBLAS_OP_N, N, p.m, K, &one,
-                               static_cast<const float*>(p.w.data), K, p.x,
-                               static_cast<int>(p.ldx), &zero, p.y, static_cast<int>(p.ldy)));
+  if (p.w.dtype == DType::kF32) {
+    if (absl::Status s = Gemm(cublas, false, N, p.m, K, p.w.data, p.x, static_cast<int>(p.ldx), p.y,
+                              static_cast<int>(p.ldy));
+        !s.ok()) {
+      return s;
+    }
+  } else {
+    if (scratch == nullptr) {
+      return absl::InvalidArgumentError("linear: bf16 weights need a DeviceScratch");
+    }
+    absl::StatusOr<void*> xb = scratch->Get(static_cast<size_t>(p.m) * K * sizeof(__nv_bfloat16));
+    if (!xb.ok()) return xb.status();
+    auto* x_bf16 = static_cast<__nv_bfloat16*>(*xb);
+    ToBf16Kernel<<<BlocksFor(static_cast<int64_t>(p.m) * K), kThreads, 0, stream>>>(p.x, p.ldx, p.m,
+                                                                                    K, x_bf16);
+    MOE_CUDA_CHECK_LAUNCH(stream);
+    if (absl::Status s =
+            Gemm(cublas, true, N, p.m, K, p.w.data, x_bf16, K, p.y, static_cast<int>(p.ldy));
+        !s.ok()) {
+      return s;
+    }
+  }
   if (p.bias != nullptr) {
     AddBiasKernel<<<BlocksFor(static_cast<int64_t>(p.m) * N), kThreads, 0, stream>>>(
         p.y, p.ldy, p.bias, p.m, N);

@@ -14,6 +14,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/cuda/device_buffer.h"
 #include "kernels/params.h"
 
 namespace moe::kernels::cuda {
@@ -38,8 +39,9 @@ absl::Status CanImplement(const DispatchParams& p);
 absl::Status LaunchDispatch(const DispatchParams& p, cudaStream_t stream);
 
 // ------------------------------------------------------------------------ expert FFN
-// How the per-expert GEMMs are issued. kGrouped: one cublasSgemmGroupedBatched launch per
-// GEMM over the experts with rows (DESIGN.md section 3); needs a GroupedGemmScratch.
+// How the per-expert GEMMs are issued. kGrouped: one grouped-GEMM launch
+// (cublasSgemmGroupedBatched, cublasGemmGroupedBatchedEx for bf16) per GEMM over the
+// experts with rows (DESIGN.md section 3); needs a GroupedGemmScratch.
 // kLoop: one cublasSgemm per expert with rows, all on `stream` (the fallback).
 enum class FfnGemmPath { kGrouped, kLoop };
 
@@ -57,8 +59,10 @@ struct ExpertFfnLaunch {
 
 // kernels::ExpertFfnParams (device pointers; w_gate_up and w_down are host arrays of
 // MatrixRefs to device memory): gather x rows into ws_x, G = X W_gate_up[e]^T,
-// A = silu(G[:, :I]) * G[:, I:], Y = A W_down[e]^T. fp32 row-major weights only (cuBLAS
-// math mode without TF32); bf16 weights are refused here until the GPU forward lands.
+// A = silu(G[:, :I]) * G[:, I:], Y = A W_down[e]^T. Row-major weights, every expert of one
+// dtype: fp32 (cuBLAS fp32 GEMMs, no TF32) or bf16 (the gathered rows and A rounded to
+// bf16 into the first half of ws_x and ws_act, cuBLAS bf16 GEMMs with fp32 accumulation
+// and fp32 G and Y).
 absl::Status CanImplement(const ExpertFfnParams& p, const ExpertFfnLaunch& launch);
 absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& launch,
                              cudaStream_t stream);
@@ -96,10 +100,22 @@ absl::Status CanImplement(const CombineParams& p);
 absl::Status LaunchCombine(const CombineParams& p, cudaStream_t stream);
 
 // ----------------------------------------------------------------------------- linear
-// kernels::LinearParams (device pointers) with an fp32 row-major weight, through
-// cublasSgemm (no TF32). No row indirection.
+// A device scratch that grows on demand. Growing frees and allocates, which synchronizes
+// the device, so it never grows inside a stream capture once a first run has sized it.
+class DeviceScratch {
+ public:
+  absl::StatusOr<void*> Get(size_t bytes);
+
+ private:
+  DeviceBuffer<unsigned char> buffer_;
+};
+
+// kernels::LinearParams (device pointers) with a row-major weight: fp32 through cublasSgemm
+// (no TF32); bf16 through cublasGemmEx with the input rows rounded to bf16 into `scratch`
+// (required for bf16) first, fp32 accumulation and output. No row indirection.
 absl::Status CanImplement(const LinearParams& p);
-absl::Status LaunchLinear(const LinearParams& p, cublasHandle_t cublas, cudaStream_t stream);
+absl::Status LaunchLinear(const LinearParams& p, cublasHandle_t cublas, cudaStream_t stream,
+                          DeviceScratch* scratch = nullptr);
 
 // ----------------------------------------------------- row-wise and element-wise ops
 // (elementwise.cu) The CUDA twins of kernels/cpu/ops.h: embedding (row-major f32 or bf16

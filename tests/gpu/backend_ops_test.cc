@@ -2,7 +2,9 @@
 // test-backend-ops: each case builds fresh random inputs, runs the op through both
 // backends (the same code: inputs copied into the backend's compute memory, the output
 // poisoned first and read back), and compares within a tolerance per op. Skips without a
-// CUDA device. Issue 12's first piece: the row-wise and element-wise ops.
+// CUDA device. Every op of engine/backend.h has a case: weights are packed in each
+// backend's own layout (panels on the CPU, row-major on CUDA) from the same values, and
+// routing ids must match exactly.
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -14,6 +16,7 @@
 
 #include "engine/cpu_backend.h"
 #include "engine/cuda/cuda_backend.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 
 namespace moe {
@@ -68,8 +71,152 @@ std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.f) {
   return v;
 }
 
+// A [rows, cols] weight of fp32 values in the arena's backend, in its layout and `dtype`.
+kernels::MatrixRef UpWeight(Arena& a, const std::vector<float>& w, int64_t rows, int64_t cols,
+                            DType dtype) {
+  const WeightLayout layout = a.backend().weight_layout();
+  std::vector<uint8_t> bytes(kernels::MatrixBytes(dtype, layout, rows, cols));
+  if (layout == WeightLayout::kPanels16) {
+    const kernels::cpu::PackSource src{w.data(), kernels::cpu::SourceType::kF32, rows};
+    kernels::cpu::PackPanels(std::span(&src, 1), cols, dtype, bytes.data());
+  } else {
+    kernels::cpu::ConvertRows(w.data(), kernels::cpu::SourceType::kF32, rows * cols, dtype,
+                              bytes.data());
+  }
+  return {a.Up(bytes), dtype, layout, rows, cols};
+}
+
+// Tolerance of a GEMM's output: CUDA's bf16 GEMMs round their input rows to bf16 (the
+// CPU's widen the weights and keep fp32 inputs), so bf16 allows that rounding.
+float GemmTolerance(DType dtype) { return dtype == DType::kBF16 ? 2e-2f : 2e-5f; }
+
 std::vector<OpCase> Cases() {
   std::vector<OpCase> cases;
+  // Linear with a bias, strided input and output rows; LinearBatch of two problems.
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    cases.push_back({std::string("linear_") + kernels::DTypeName(dtype), GemmTolerance(dtype),
+                     [dtype](Arena& a, uint32_t seed) {
+                       const int M = 21, N = 150, K = 300, ldx = 310, ldy = 160;
+                       kernels::LinearParams p;
+                       p.x = a.Up(Random(size_t{M} * ldx, seed));
+                       p.ldx = ldx;
+                       p.m = M;
+                       p.w = UpWeight(a, Random(size_t{N} * K, seed + 1, 0.05f), N, K, dtype);
+                       p.bias = a.Up(Random(N, seed + 2));
+                       p.y = a.Up(std::vector<float>(size_t{M} * ldy, kPoison));
+                       p.ldy = ldy;
+                       EXPECT_TRUE(a.backend().Linear(p).ok());
+                       std::vector<float> all = a.Down(p.y, size_t{M} * ldy), out;
+                       for (int m = 0; m < M; ++m) {  // the columns past N stay unwritten
+                         out.insert(out.end(), all.begin() + static_cast<size_t>(m) * ldy,
+                                    all.begin() + static_cast<size_t>(m) * ldy + N);
+                       }
+                       return out;
+                     }});
+    cases.push_back({std::string("linear_batch_") + kernels::DTypeName(dtype), GemmTolerance(dtype),
+                     [dtype](Arena& a, uint32_t seed) {
+                       const int M = 5, K = 128;
+                       const int n[2] = {64, 33};
+                       const float* x = a.Up(Random(size_t{M} * K, seed));
+                       kernels::LinearParams p[2];
+                       for (int i = 0; i < 2; ++i) {
+                         p[i].x = x;
+                         p[i].ldx = K;
+                         p[i].m = M;
+                         p[i].w = UpWeight(a, Random(size_t(n[i]) * K, seed + 1 + i, 0.05f), n[i],
+                                           K, dtype);
+                         p[i].y = a.Up(std::vector<float>(size_t{M} * n[i], kPoison));
+                         p[i].ldy = n[i];
+                       }
+                       EXPECT_TRUE(a.backend().LinearBatch(p).ok());
+                       std::vector<float> out = a.Down(p[0].y, size_t{M} * n[0]);
+                       const std::vector<float> second = a.Down(p[1].y, size_t{M} * n[1]);
+                       out.insert(out.end(), second.begin(), second.end());
+                       return out;
+                     }});
+  }
+  // The MoE layer's four ops in sequence: gating (with per-token overrides on some
+  // tokens), dispatch, the expert FFN, combine. The output is the routing ids and weights
+  // (ids exact: any difference is at least 1), the dispatch plan, and the combined rows.
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    cases.push_back(
+        {std::string("moe_ops_") + kernels::DTypeName(dtype), GemmTolerance(dtype),
+         [dtype](Arena& a, uint32_t seed) {
+           const int T = 13, E = 8, K = 2, H = 96, I = 64, slots = E;  // top-p may use all E
+           std::vector<int32_t> weak(T, 0), topk(T, 0);
+           std::vector<float> topp(T, 0.f);
+           weak[3] = 2;
+           topk[5] = 4;
+           topp[8] = 0.5f;
+           kernels::GatingParams gp;
+           gp.router_logits = a.Up(Random(size_t{T} * E, seed, 2.f));
+           gp.num_tokens = T;
+           gp.num_experts = E;
+           gp.top_k = K;
+           gp.renormalize = true;
+           gp.weak_rank = a.Up(weak);
+           gp.route_top_k = a.Up(topk);
+           gp.route_top_p = a.Up(topp);
+           gp.slots = slots;
+           const size_t P = size_t{T} * slots;
+           gp.topk_ids = a.Up(std::vector<int32_t>(P, -9));
+           gp.topk_weights = a.Up(std::vector<float>(P, kPoison));
+           EXPECT_TRUE(a.backend().Gating(gp).ok());
+           kernels::DispatchParams dp;
+           dp.topk_ids = gp.topk_ids;
+           dp.num_tokens = T;
+           dp.top_k = slots;
+           dp.num_experts = E;
+           dp.expert_offsets = a.Up(std::vector<int32_t>(E + 1, -9));
+           dp.sorted_pairs = a.Up(std::vector<int32_t>(P, -9));
+           dp.pair_to_row = a.Up(std::vector<int32_t>(P, -9));
+           EXPECT_TRUE(a.backend().Dispatch(dp).ok());
+           std::vector<kernels::MatrixRef> gate_up(E), down(E);
+           for (int e = 0; e < E; ++e) {
+             gate_up[e] =
+                 UpWeight(a, Random(size_t{2} * I * H, seed + 10 + e, 0.1f), 2 * I, H, dtype);
+             down[e] = UpWeight(a, Random(size_t{H} * I, seed + 30 + e, 0.1f), H, I, dtype);
+           }
+           kernels::ExpertFfnParams ep;
+           ep.x = a.Up(Random(size_t{T} * H, seed + 1));
+           ep.sorted_pairs = dp.sorted_pairs;
+           ep.expert_offsets = dp.expert_offsets;
+           ep.num_tokens = T;
+           ep.top_k = slots;
+           ep.num_experts = E;
+           ep.hidden = H;
+           ep.inter = I;
+           ep.w_gate_up = gate_up.data();
+           ep.w_down = down.data();
+           ep.ws_x = a.Up(std::vector<float>(P * H, kPoison));
+           ep.ws_gate_up = a.Up(std::vector<float>(P * 2 * I, kPoison));
+           ep.ws_act = a.Up(std::vector<float>(P * I, kPoison));
+           ep.y = a.Up(std::vector<float>(P * H, kPoison));
+           EXPECT_TRUE(a.backend().ExpertFfn(ep).ok());
+           kernels::CombineParams cp;
+           cp.y = ep.y;
+           cp.pair_to_row = dp.pair_to_row;
+           cp.topk_weights = gp.topk_weights;
+           cp.num_tokens = T;
+           cp.top_k = slots;
+           cp.hidden = H;
+           cp.out = a.Up(std::vector<float>(size_t{T} * H, kPoison));
+           EXPECT_TRUE(a.backend().Combine(cp).ok());
+           auto ints = [&](const int32_t* p, size_t n) {
+             std::vector<int32_t> v(n);
+             EXPECT_TRUE(a.backend().Synchronize().ok());
+             EXPECT_TRUE(a.backend().CopyToHost(v.data(), p, n * sizeof(int32_t)).ok());
+             return std::vector<float>(v.begin(), v.end());
+           };
+           std::vector<float> out = ints(gp.topk_ids, P);
+           for (const std::vector<float>& part :
+                {a.Down(gp.topk_weights, P), ints(dp.expert_offsets, E + 1),
+                 ints(dp.pair_to_row, P), a.Down(cp.out, size_t{T} * H)}) {
+             out.insert(out.end(), part.begin(), part.end());
+           }
+           return out;
+         }});
+  }
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     cases.push_back({std::string("embedding_") + kernels::DTypeName(dtype), 0.f,
                      [dtype](Arena& a, uint32_t seed) {
