@@ -7,7 +7,9 @@
 // (the router and every expert with rows, read once) against the copy bandwidth, and the
 // TFLOP/s against the GEMM rate (issue 12's targets: >= 90% of the copy bandwidth at 64
 // tokens or fewer, >= 65% of the GEMM rate at 4,096). Weights are bf16, random; routing
-// follows from random inputs (near uniform over the experts).
+// follows from random inputs (near uniform over the experts). Each point runs twice: the
+// expert GEMMs through cuBLAS's grouped GEMM (the plan read back first) and through our
+// grouped GEMM with the plan on the device (kernels/cuda/grouped_gemm.cu).
 //
 // Usage: moe_gpu_bench [--shapes mixtral,olmoe] [--tokens 1,8,64,...] [--iters N]
 //                      [--output results.json]
@@ -187,9 +189,13 @@ struct Run {
   int active_experts = 0;
 };
 
-// One layer over the first `T` rows of x, as CudaBackend + RunMoeLayer issue it.
-Run Layer1(Layer& l, int T, cublasHandle_t cublas, cuda::GroupedGemmScratch& grouped,
-           cuda::DeviceScratch& scratch, cudaStream_t stream, std::vector<int32_t>& host_offsets) {
+// One layer over the first `T` rows of x, as CudaBackend + RunMoeLayer issue it: with
+// `device_plan`, our grouped GEMM reads the plan on the device (no wait); otherwise the
+// plan is read back and cuBLAS's grouped GEMM runs. The plan's counts are read after.
+Run Layer1(Layer& l, int T, bool device_plan, cublasHandle_t cublas,
+           cuda::GroupedGemmScratch& grouped, cuda::DevicePlanScratch& plan_scratch,
+           cuda::DeviceScratch& scratch, cudaStream_t stream, std::vector<int32_t>& host_offsets,
+           bool count) {
   const Shape& s = l.s;
   moe::kernels::LinearParams router;
   router.x = l.x.data();
@@ -217,9 +223,11 @@ Run Layer1(Layer& l, int T, cublasHandle_t cublas, cuda::GroupedGemmScratch& gro
   dp.sorted_pairs = l.sorted.data();
   dp.pair_to_row = l.pair_to_row.data();
   BENCH_CHECK(cuda::LaunchDispatch(dp, stream));
-  CUDA_OK(cudaMemcpyAsync(host_offsets.data(), l.offsets.data(), sizeof(int32_t) * (s.experts + 1),
-                          cudaMemcpyDeviceToHost, stream));
-  CUDA_OK(cudaStreamSynchronize(stream));
+  if (!device_plan) {
+    CUDA_OK(cudaMemcpyAsync(host_offsets.data(), l.offsets.data(),
+                            sizeof(int32_t) * (s.experts + 1), cudaMemcpyDeviceToHost, stream));
+    CUDA_OK(cudaStreamSynchronize(stream));
+  }
   moe::kernels::ExpertFfnParams ep;
   ep.x = l.x.data();
   ep.sorted_pairs = l.sorted.data();
@@ -240,7 +248,11 @@ Run Layer1(Layer& l, int T, cublasHandle_t cublas, cuda::GroupedGemmScratch& gro
   launch.gemm_path = cuda::FfnGemmPath::kGrouped;
   launch.cublas = cublas;
   launch.grouped_scratch = &grouped;
-  BENCH_CHECK(cuda::LaunchExpertFfn(ep, launch, stream));
+  if (device_plan) {
+    BENCH_CHECK(cuda::LaunchExpertFfnDevicePlan(ep, plan_scratch, stream));
+  } else {
+    BENCH_CHECK(cuda::LaunchExpertFfn(ep, launch, stream));
+  }
   moe::kernels::CombineParams cp;
   cp.y = l.y.data();
   cp.pair_to_row = l.pair_to_row.data();
@@ -252,6 +264,10 @@ Run Layer1(Layer& l, int T, cublasHandle_t cublas, cuda::GroupedGemmScratch& gro
   BENCH_CHECK(cuda::LaunchCombine(cp, stream));
 
   Run r;
+  if (!count) return r;
+  CUDA_OK(cudaMemcpyAsync(host_offsets.data(), l.offsets.data(), sizeof(int32_t) * (s.experts + 1),
+                          cudaMemcpyDeviceToHost, stream));
+  CUDA_OK(cudaStreamSynchronize(stream));
   const int64_t expert_bytes = 3LL * s.hidden * s.inter * 2;
   r.weight_bytes = static_cast<int64_t>(s.experts) * s.hidden * 2;
   for (int e = 0; e < s.experts; ++e) {
@@ -298,6 +314,7 @@ int main(int argc, char** argv) {
   absl::StatusOr<cuda::GroupedGemmScratch> grouped = cuda::GroupedGemmScratch::Create(64);
   BENCH_CHECK(grouped.status());
   cuda::DeviceScratch scratch;
+  cuda::DevicePlanScratch plan_scratch;
 
   const double copy_bw = CopyBandwidth(stream);
   const double gemm = GemmRate(cublas->get(), stream);
@@ -312,8 +329,8 @@ int main(int argc, char** argv) {
                             {"points", nlohmann::json::array()}};
 
   const int max_tokens = *std::max_element(tokens.begin(), tokens.end());
-  std::printf("%-8s %6s %7s %10s %9s %7s %9s %7s\n", "shape", "tokens", "experts", "us/layer",
-              "GB/s", "%copy", "TFLOP/s", "%gemm");
+  std::printf("%-8s %-7s %6s %7s %10s %9s %7s %9s %7s\n", "shape", "ffn", "tokens", "experts",
+              "us/layer", "GB/s", "%copy", "TFLOP/s", "%gemm");
   for (const std::string& name : shapes) {
     Shape s;
     if (name == "mixtral") {
@@ -330,31 +347,37 @@ int main(int argc, char** argv) {
     CUDA_OK(cudaEventCreate(&start));
     CUDA_OK(cudaEventCreate(&stop));
     for (int T : tokens) {
-      Layer1(layer, T, cublas->get(), *grouped, scratch, stream, host_offsets);  // warm-up
-      CUDA_OK(cudaStreamSynchronize(stream));
-      Run r;
-      CUDA_OK(cudaEventRecord(start, stream));
-      for (int i = 0; i < iters; ++i) {
-        r = Layer1(layer, T, cublas->get(), *grouped, scratch, stream, host_offsets);
+      for (const bool device_plan : {false, true}) {
+        auto layer1 = [&](bool count) {
+          return Layer1(layer, T, device_plan, cublas->get(), *grouped, plan_scratch, scratch,
+                        stream, host_offsets, count);
+        };
+        layer1(false);  // warm-up
+        CUDA_OK(cudaStreamSynchronize(stream));
+        CUDA_OK(cudaEventRecord(start, stream));
+        for (int i = 0; i < iters; ++i) layer1(false);
+        CUDA_OK(cudaEventRecord(stop, stream));
+        CUDA_OK(cudaEventSynchronize(stop));
+        float ms = 0;
+        CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
+        Run r = layer1(true);  // the same inputs route the same way: its counts
+        r.seconds = ms * 1e-3 / iters;
+        const double gbps = r.weight_bytes / r.seconds;
+        const double tflops = r.flops / r.seconds;
+        const char* ffn = device_plan ? "ours" : "cublas";
+        std::printf("%-8s %-7s %6d %7d %10.1f %9.0f %6.1f%% %9.1f %6.1f%%\n", s.name.c_str(), ffn,
+                    T, r.active_experts, r.seconds * 1e6, gbps / 1e9, 100.0 * gbps / copy_bw,
+                    tflops / 1e12, 100.0 * tflops / gemm);
+        results["points"].push_back({{"shape", s.name},
+                                     {"ffn", ffn},
+                                     {"tokens", T},
+                                     {"active_experts", r.active_experts},
+                                     {"us_per_layer", r.seconds * 1e6},
+                                     {"weight_gbps", gbps / 1e9},
+                                     {"fraction_of_copy", gbps / copy_bw},
+                                     {"tflops", tflops / 1e12},
+                                     {"fraction_of_gemm", tflops / gemm}});
       }
-      CUDA_OK(cudaEventRecord(stop, stream));
-      CUDA_OK(cudaEventSynchronize(stop));
-      float ms = 0;
-      CUDA_OK(cudaEventElapsedTime(&ms, start, stop));
-      r.seconds = ms * 1e-3 / iters;
-      const double gbps = r.weight_bytes / r.seconds;
-      const double tflops = r.flops / r.seconds;
-      std::printf("%-8s %6d %7d %10.1f %9.0f %6.1f%% %9.1f %6.1f%%\n", s.name.c_str(), T,
-                  r.active_experts, r.seconds * 1e6, gbps / 1e9, 100.0 * gbps / copy_bw,
-                  tflops / 1e12, 100.0 * tflops / gemm);
-      results["points"].push_back({{"shape", s.name},
-                                   {"tokens", T},
-                                   {"active_experts", r.active_experts},
-                                   {"us_per_layer", r.seconds * 1e6},
-                                   {"weight_gbps", gbps / 1e9},
-                                   {"fraction_of_copy", gbps / copy_bw},
-                                   {"tflops", tflops / 1e12},
-                                   {"fraction_of_gemm", tflops / gemm}});
     }
     CUDA_OK(cudaEventDestroy(start));
     CUDA_OK(cudaEventDestroy(stop));

@@ -90,6 +90,10 @@ class Backend {
   // Blocking copies between host memory and memory of this backend.
   virtual absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes) = 0;
   virtual absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) = 0;
+  // The same, in order with the ops and without waiting: the bytes are at host_dst after
+  // the next Synchronize (or blocking copy). On a device backend host_dst must be pinned
+  // host memory (Allocate(kPinnedHost)).
+  virtual absl::Status CopyToHostAsync(void* host_dst, const void* src, size_t bytes) = 0;
   // Sets `bytes` bytes of this backend's memory at `dst` to `value` (host memory is
   // touched, so its pages are in place before the first step needs them).
   virtual absl::Status Memset(void* dst, int value, size_t bytes) = 0;

@@ -21,6 +21,9 @@ class CpuBackend final : public Backend {
   absl::StatusOr<Buffer> Allocate(MemoryKind kind, size_t bytes) override;
   absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes) override;
   absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes) override;
+  absl::Status CopyToHostAsync(void* host_dst, const void* src, size_t bytes) override {
+    return CopyToHost(host_dst, src, bytes);
+  }
   absl::Status Memset(void* dst, int value, size_t bytes) override;
   absl::Status Synchronize() override { return absl::OkStatus(); }
 

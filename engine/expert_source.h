@@ -26,6 +26,9 @@ struct ExpertWeights {
 class ExpertSource {
  public:
   virtual ~ExpertSource() = default;
+  // Whether Acquire reads expert_offsets. If not, a device backend's MoE layer does not
+  // wait for the plan: the offsets Acquire gets may not have arrived yet.
+  virtual bool needs_host_plan() const { return true; }
   // Makes every expert e with rows (expert_offsets[e + 1] > expert_offsets[e], host
   // [E + 1]) readable until Release(layer). Each layer is acquired at most once at a time.
   virtual absl::StatusOr<ExpertWeights> Acquire(int layer,
@@ -45,6 +48,7 @@ class ResidentExperts final : public ExpertSource {
   ResidentExperts(std::vector<std::vector<kernels::MatrixRef>> gate_up,
                   std::vector<std::vector<kernels::MatrixRef>> down);
 
+  bool needs_host_plan() const override { return false; }
   absl::StatusOr<ExpertWeights> Acquire(int layer,
                                         std::span<const int32_t> expert_offsets) override;
   void Release(int) override {}

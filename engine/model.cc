@@ -134,6 +134,7 @@ struct Model::Impl {
   std::unique_ptr<Workspace> ws, moe_ws;
   std::vector<int32_t> logit_rows;
   std::vector<std::byte> staging;  // the step's arrays, packed on the host
+  Buffer plan_copies;              // pinned: every MoE layer's plan, copied for the counts
 
   absl::Status CheckBatch(const Batch& batch, const KvStorage& kv) const;
   absl::StatusOr<StepArrays> Stage(const Batch& batch, bool routing, int block_size);
@@ -510,9 +511,12 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   TokenRouting routing;
   bool any_override = false;
   for (const BatchSequence& seq : batch.seqs) {
+    const int n =
+        seq.routing.any() ? seq.routing.max_experts(cfg.top_k, cfg.num_experts) : cfg.top_k;
+    routing.max_pairs += static_cast<int64_t>(seq.num_tokens) * n;
     if (!seq.routing.any()) continue;
     any_override = true;
-    routing.slots = std::max(routing.slots, seq.routing.max_experts(cfg.top_k, cfg.num_experts));
+    routing.slots = std::max(routing.slots, n);
   }
   // The rows that get logits: every token's, or each sampling sequence's last.
   m.logit_rows.clear();
@@ -537,6 +541,24 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     routing.top_p = st.route_top_p;
   }
 
+  // Each MoE layer's plan is copied here without waiting; the counts are read after the
+  // step's last op.
+  const int slots = std::max(routing.slots, cfg.top_k);
+  const size_t plan_ints =
+      static_cast<size_t>(E) + 1 + (any_override ? static_cast<size_t>(T) * slots : 0);
+  const size_t plan_bytes = plan_ints * sizeof(int32_t) * cfg.num_layers;
+  if (m.plan_copies.bytes() < plan_bytes) {
+    m.plan_copies = Buffer();
+    MOE_ASSIGN_OR_RETURN(m.plan_copies,
+                         be.Allocate(MemoryKind::kPinnedHost, plan_bytes + plan_bytes / 2));
+  }
+  auto plan_of = [&](int layer) {
+    MoePlanCopy plan;
+    plan.offsets = m.plan_copies.as<int32_t>() + static_cast<size_t>(layer) * plan_ints;
+    if (any_override) plan.ids = plan.offsets + E + 1;
+    return plan;
+  };
+
   const size_t TH = static_cast<size_t>(T) * H;
   MOE_ASSIGN_OR_RETURN(float* x, m.ws->Get<float>(kX, TH));
   MOE_ASSIGN_OR_RETURN(float* h, m.ws->Get<float>(kH, TH));
@@ -549,40 +571,49 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
     MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.post_norm, T, H, cfg.rms_norm_eps, h}));
     if (w.is_moe) {
-      MOE_RETURN_IF_ERROR(RunMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
-                                      any_override ? &routing : nullptr, *m.moe_ws, tmp,
-                                      out->expert_tokens.data() + static_cast<size_t>(layer) * E,
-                                      out->experts_per_token.data()));
+      MOE_RETURN_IF_ERROR(IssueMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
+                                        any_override ? &routing : nullptr, *m.moe_ws, tmp,
+                                        plan_of(layer)));
     } else {
       MOE_RETURN_IF_ERROR(m.DenseMlp(w, h, T, tmp));
     }
     MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
   }
 
-  // Final norm and LM head on the rows that need logits.
+  // Final norm and LM head on the rows that need logits; the copy of the logits (or a
+  // synchronize, without any) is the step's one wait.
+  if (R > 0) {
+    MOE_ASSIGN_OR_RETURN(float* last_h, m.ws->Get<float>(kLastH, static_cast<size_t>(R) * H));
+    kernels::RmsNormParams fn{x,      m.weights->final_norm, R, H, cfg.rms_norm_eps,
+                              last_h, st.logit_rows};
+    MOE_RETURN_IF_ERROR(be.RmsNorm(fn));
+    out->logits.resize(static_cast<size_t>(R) * V);
+    const bool host = be.compute_memory() != MemoryKind::kDevice;
+    float* logits = out->logits.data();
+    if (!host) {
+      MOE_ASSIGN_OR_RETURN(logits, m.ws->Get<float>(kLogits, out->logits.size()));
+    }
+    kernels::LinearParams head;
+    head.x = last_h;
+    head.ldx = H;
+    head.m = R;
+    head.w = m.weights->lm_head.ref;
+    head.y = logits;
+    head.ldy = V;
+    MOE_RETURN_IF_ERROR(be.Linear(head));
+    if (!host) {
+      MOE_RETURN_IF_ERROR(be.CopyToHost(out->logits.data(), logits, out->logits.size() * 4));
+    }
+  } else {
+    MOE_RETURN_IF_ERROR(be.Synchronize());
+  }
+  for (int layer = 0; layer < cfg.num_layers; ++layer) {
+    if (!m.weights->layers[layer].is_moe) continue;
+    CountMoePlan(m.moe_specs[layer], T, any_override ? &routing : nullptr, plan_of(layer),
+                 out->expert_tokens.data() + static_cast<size_t>(layer) * E,
+                 out->experts_per_token.data());
+  }
   m.Account(batch, *out, R, out);
-  if (R == 0) return absl::OkStatus();
-  MOE_ASSIGN_OR_RETURN(float* last_h, m.ws->Get<float>(kLastH, static_cast<size_t>(R) * H));
-  kernels::RmsNormParams fn{x,      m.weights->final_norm, R, H, cfg.rms_norm_eps,
-                            last_h, st.logit_rows};
-  MOE_RETURN_IF_ERROR(be.RmsNorm(fn));
-  out->logits.resize(static_cast<size_t>(R) * V);
-  const bool host = be.compute_memory() != MemoryKind::kDevice;
-  float* logits = out->logits.data();
-  if (!host) {
-    MOE_ASSIGN_OR_RETURN(logits, m.ws->Get<float>(kLogits, out->logits.size()));
-  }
-  kernels::LinearParams head;
-  head.x = last_h;
-  head.ldx = H;
-  head.m = R;
-  head.w = m.weights->lm_head.ref;
-  head.y = logits;
-  head.ldy = V;
-  MOE_RETURN_IF_ERROR(be.Linear(head));
-  if (!host) {
-    MOE_RETURN_IF_ERROR(be.CopyToHost(out->logits.data(), logits, out->logits.size() * 4));
-  }
   return absl::OkStatus();
 }
 

@@ -1,6 +1,7 @@
 #include "engine/moe_layer.h"
 
 #include <algorithm>
+#include <span>
 #include <vector>
 
 #include "base/status_macros.h"
@@ -27,13 +28,21 @@ enum Slot {
 
 }  // namespace
 
-absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
-                         int layer, const float* x, int num_tokens, const TokenRouting* routing,
-                         Workspace& ws, float* out, int32_t* expert_tokens,
-                         int64_t* experts_per_token) {
+namespace {
+
+// The slots per token: the model's top-k, or more for overrides.
+int SlotsOf(const MoeLayerSpec& spec, const TokenRouting* routing) {
+  return routing != nullptr && routing->slots > 0 ? routing->slots : spec.top_k;
+}
+
+}  // namespace
+
+absl::Status IssueMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
+                           int layer, const float* x, int num_tokens, const TokenRouting* routing,
+                           Workspace& ws, float* out, const MoePlanCopy& plan) {
   const int T = num_tokens, H = spec.hidden, E = spec.num_experts;
   // K from here on is the slots per token: the model's top-k, or more for overrides.
-  const int K = routing != nullptr && routing->slots > 0 ? routing->slots : spec.top_k;
+  const int K = SlotsOf(spec, routing);
   const int I = spec.inter;
   const size_t P = static_cast<size_t>(T) * K;
   if (T == 0) return absl::OkStatus();
@@ -79,30 +88,24 @@ absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSourc
   dp.pair_to_row = pair_to_row;
   MOE_RETURN_IF_ERROR(backend.Dispatch(dp));
 
-  // The plan, on the host: what the expert source needs to know, and the metrics.
-  std::vector<int32_t> host_offsets(E + 1);
-  MOE_RETURN_IF_ERROR(backend.CopyToHost(host_offsets.data(), offsets, sizeof(int32_t) * (E + 1)));
-  if (expert_tokens != nullptr) {
-    for (int e = 0; e < E; ++e) expert_tokens[e] = host_offsets[e + 1] - host_offsets[e];
+  // The plan, for the counts and for an expert source that reads it. Where neither the
+  // backend (host memory) nor the source needs it now, nothing waits for it: the expert
+  // scratch is sized by the most pairs the step can route instead of the pairs it did.
+  MOE_RETURN_IF_ERROR(backend.CopyToHostAsync(plan.offsets, offsets, sizeof(int32_t) * (E + 1)));
+  if (routing != nullptr) {
+    MOE_RETURN_IF_ERROR(backend.CopyToHostAsync(plan.ids, ids, sizeof(int32_t) * P));
   }
-  if (experts_per_token != nullptr) {
-    if (routing == nullptr) {
-      experts_per_token[spec.top_k] += T;
-    } else {
-      // Overrides vary the count per token: read the plan's ids back (T*K ints).
-      std::vector<int32_t> host_ids(P);
-      MOE_RETURN_IF_ERROR(backend.CopyToHost(host_ids.data(), ids, sizeof(int32_t) * P));
-      for (int t = 0; t < T; ++t) {
-        int used = 0;
-        for (int j = 0; j < K; ++j) used += host_ids[static_cast<size_t>(t) * K + j] >= 0;
-        ++experts_per_token[used];
-      }
-    }
+  size_t rows = P;
+  if (routing != nullptr && routing->max_pairs > 0) {
+    rows = std::min(rows, static_cast<size_t>(routing->max_pairs));
   }
-  MOE_ASSIGN_OR_RETURN(ExpertWeights ew, experts.Acquire(layer, host_offsets));
-  // The expert rows are the used slots only: with top-p overrides K is E, but the rows
-  // stay the tokens' actual expert counts.
-  const size_t rows = static_cast<size_t>(std::max(host_offsets[E], 1));
+  if (backend.compute_memory() != MemoryKind::kDevice || experts.needs_host_plan()) {
+    MOE_RETURN_IF_ERROR(backend.Synchronize());
+    rows = static_cast<size_t>(plan.offsets[E]);
+  }
+  rows = std::max<size_t>(rows, 1);
+  MOE_ASSIGN_OR_RETURN(ExpertWeights ew,
+                       experts.Acquire(layer, std::span<const int32_t>(plan.offsets, E + 1)));
   MOE_ASSIGN_OR_RETURN(float* gathered, ws.Get<float>(kGatheredX, rows * H));
   MOE_ASSIGN_OR_RETURN(float* gate_up, ws.Get<float>(kGateUp, rows * 2 * I));
   MOE_ASSIGN_OR_RETURN(float* act, ws.Get<float>(kAct, rows * I));
@@ -166,6 +169,43 @@ absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSourc
     MOE_RETURN_IF_ERROR(backend.Linear(down));
     MOE_RETURN_IF_ERROR(backend.SigmoidGatedAdd({out, s_out, s_gate, T, H}));
   }
+  return absl::OkStatus();
+}
+
+void CountMoePlan(const MoeLayerSpec& spec, int num_tokens, const TokenRouting* routing,
+                  const MoePlanCopy& plan, int32_t* expert_tokens, int64_t* experts_per_token) {
+  const int T = num_tokens, E = spec.num_experts, K = SlotsOf(spec, routing);
+  if (T == 0) return;
+  if (expert_tokens != nullptr) {
+    for (int e = 0; e < E; ++e) expert_tokens[e] = plan.offsets[e + 1] - plan.offsets[e];
+  }
+  if (experts_per_token == nullptr) return;
+  if (routing == nullptr) {
+    experts_per_token[spec.top_k] += T;
+    return;
+  }
+  // Overrides vary the count per token: the copied ids (-1 marks an unused slot).
+  for (int t = 0; t < T; ++t) {
+    int used = 0;
+    for (int j = 0; j < K; ++j) used += plan.ids[static_cast<size_t>(t) * K + j] >= 0;
+    ++experts_per_token[used];
+  }
+}
+
+absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
+                         int layer, const float* x, int num_tokens, const TokenRouting* routing,
+                         Workspace& ws, float* out, int32_t* expert_tokens,
+                         int64_t* experts_per_token) {
+  const size_t pairs = static_cast<size_t>(num_tokens) * SlotsOf(spec, routing);
+  const size_t ints = spec.num_experts + 1 + (routing != nullptr ? pairs : 0);
+  MOE_ASSIGN_OR_RETURN(Buffer copy, backend.Allocate(MemoryKind::kPinnedHost, ints * 4));
+  MoePlanCopy plan;
+  plan.offsets = copy.as<int32_t>();
+  if (routing != nullptr) plan.ids = plan.offsets + spec.num_experts + 1;
+  MOE_RETURN_IF_ERROR(
+      IssueMoeLayer(backend, spec, experts, layer, x, num_tokens, routing, ws, out, plan));
+  MOE_RETURN_IF_ERROR(backend.Synchronize());
+  CountMoePlan(spec, num_tokens, routing, plan, expert_tokens, experts_per_token);
   return absl::OkStatus();
 }
 

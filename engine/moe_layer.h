@@ -35,12 +35,35 @@ struct TokenRouting {
   const int32_t* top_k = nullptr;
   const float* top_p = nullptr;
   int slots = 0;
+  // The most (token, expert) pairs the step can use (the sum of each token's largest
+  // count); sizes the expert scratch when the plan is not read back. 0: T * slots.
+  int64_t max_pairs = 0;
 };
 
-// out[T, H] = MoE(x[T, H]). routing: the step's per-token overrides, or nullptr.
-// expert_tokens (host [E], or nullptr): tokens routed to each expert. experts_per_token
-// (host [E + 1], or nullptr): adds 1 to entry n for each token that used n experts.
-// `ws` holds the layer's scratch between calls.
+// Where IssueMoeLayer copies the layer's plan, for the counts: host memory the backend
+// copies into in order with its ops (pinned on a device backend).
+struct MoePlanCopy {
+  int32_t* offsets = nullptr;  // [E + 1]
+  int32_t* ids = nullptr;      // [T * slots], copied when the step overrides routing
+};
+
+// out[T, H] = MoE(x[T, H]), issued on the backend. routing: the step's per-token
+// overrides, or nullptr. The plan is copied into `plan` without waiting, except where the
+// backend computes in host memory or the expert source reads the plan (then it waits for
+// it, and sizes the expert scratch by the rows actually routed). `ws` holds the layer's
+// scratch between calls.
+absl::Status IssueMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
+                           int layer, const float* x, int num_tokens, const TokenRouting* routing,
+                           Workspace& ws, float* out, const MoePlanCopy& plan);
+
+// The counts of a plan IssueMoeLayer copied, once the backend has synchronized:
+// expert_tokens (host [E], or nullptr) gets the tokens routed to each expert;
+// experts_per_token (host [E + 1], or nullptr) gains 1 at entry n for each token that used
+// n experts.
+void CountMoePlan(const MoeLayerSpec& spec, int num_tokens, const TokenRouting* routing,
+                  const MoePlanCopy& plan, int32_t* expert_tokens, int64_t* experts_per_token);
+
+// IssueMoeLayer, Synchronize, CountMoePlan: the layer on its own (benchmarks, tests).
 absl::Status RunMoeLayer(Backend& backend, const MoeLayerSpec& spec, ExpertSource& experts,
                          int layer, const float* x, int num_tokens, const TokenRouting* routing,
                          Workspace& ws, float* out, int32_t* expert_tokens,

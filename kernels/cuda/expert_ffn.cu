@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ffn_rows.cuh"
 #include "kernels/cuda/moe_cuda.h"
 
 namespace moe::kernels::cuda {
@@ -23,39 +24,6 @@ constexpr int64_t kMaxBlocks = 132 * 16;
 
 int BlocksFor(int64_t n) {
   return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, kMaxBlocks));
-}
-
-__device__ inline void Store(float* p, float v) { *p = v; }
-__device__ inline void Store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-
-// ws_x[row] = x[sorted_pairs[row] / K], rows [0, num_rows); OutT bf16 rounds to nearest.
-template <typename OutT>
-__global__ void GatherKernel(const float* __restrict__ x, const int32_t* __restrict__ sorted_pairs,
-                             int num_rows, int top_k, int hidden, OutT* __restrict__ ws_x) {
-  const int64_t n = static_cast<int64_t>(num_rows) * hidden;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = idx / hidden;
-    const int64_t h = idx - row * hidden;
-    const int64_t token = sorted_pairs[row] / top_k;
-    Store(ws_x + idx, x[token * hidden + h]);
-  }
-}
-
-// act[r, i] = silu(g[r, i]) * g[r, I + i], with silu(g) = g / (1 + exp(-g)) as in
-// kernels::SiluMul; OutT bf16 rounds the product to nearest.
-template <typename OutT>
-__global__ void SiluMulKernel(const float* __restrict__ gate_up, int num_rows, int inter,
-                              OutT* __restrict__ act) {
-  const int64_t n = static_cast<int64_t>(num_rows) * inter;
-  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < n;
-       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = idx / inter;
-    const int64_t i = idx - row * inter;
-    const float g = gate_up[row * 2 * inter + i];
-    const float u = gate_up[row * 2 * inter + inter + i];
-    Store(act + idx, g / (1.f + expf(-g)) * u);
-  }
 }
 
 // out[t, h] = sum_j w[t, j] * y[row(t, j), h], j ascending, unused slots skipped. Explicit
@@ -289,9 +257,9 @@ absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& la
   auto silu_mul = [&]() -> absl::Status {
     const int blocks = BlocksFor(static_cast<int64_t>(rows) * I);
     if (bf16) {
-      SiluMulKernel<<<blocks, kThreads, 0, stream>>>(p.ws_gate_up, rows, I, act_bf16);
+      SiluMulRowsKernel<<<blocks, kThreads, 0, stream>>>(p.ws_gate_up, RowCount{rows}, I, act_bf16);
     } else {
-      SiluMulKernel<<<blocks, kThreads, 0, stream>>>(p.ws_gate_up, rows, I, p.ws_act);
+      SiluMulRowsKernel<<<blocks, kThreads, 0, stream>>>(p.ws_gate_up, RowCount{rows}, I, p.ws_act);
     }
     MOE_CUDA_CHECK_LAUNCH(stream);
     return absl::OkStatus();
@@ -299,11 +267,11 @@ absl::Status LaunchExpertFfn(const ExpertFfnParams& p, const ExpertFfnLaunch& la
 
   const int gather_blocks = BlocksFor(static_cast<int64_t>(rows) * H);
   if (bf16) {
-    GatherKernel<<<gather_blocks, kThreads, 0, stream>>>(p.x, p.sorted_pairs, rows, p.top_k, H,
-                                                         x_bf16);
+    GatherRowsKernel<<<gather_blocks, kThreads, 0, stream>>>(p.x, p.sorted_pairs, RowCount{rows},
+                                                             p.top_k, H, x_bf16);
   } else {
-    GatherKernel<<<gather_blocks, kThreads, 0, stream>>>(p.x, p.sorted_pairs, rows, p.top_k, H,
-                                                         p.ws_x);
+    GatherRowsKernel<<<gather_blocks, kThreads, 0, stream>>>(p.x, p.sorted_pairs, RowCount{rows},
+                                                             p.top_k, H, p.ws_x);
   }
   MOE_CUDA_CHECK_LAUNCH(stream);
 

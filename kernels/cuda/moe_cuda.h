@@ -11,6 +11,8 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <unordered_map>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -92,6 +94,44 @@ class GroupedGemmScratch {
   void** device_ptrs_ = nullptr;    // device [6 * max_experts]
   cudaEvent_t uploaded_ = nullptr;  // recorded after the last upload
 };
+
+// ---------------------------------------------------- expert FFN, plan on the device
+// (grouped_gemm.cu) The same FFN without reading the plan back: the row tiles are built
+// on the device from expert_offsets, and our own grouped GEMM (bf16 WMMA, fp32
+// accumulation) skips the tiles past their count, so a step issues its MoE layers without
+// a host synchronization and can be captured. Needs every expert's weights resident,
+// bf16, row-major, H and I multiples of 8 (CanImplementDevicePlan); rounds the gathered
+// rows and SiLU·mul to bf16 like the cuBLAS bf16 path.
+class DevicePlanScratch {
+ public:
+  DevicePlanScratch() = default;
+  DevicePlanScratch(const DevicePlanScratch&) = delete;
+  DevicePlanScratch& operator=(const DevicePlanScratch&) = delete;
+
+  // The most row tiles a plan of `pairs` (token, slot) pairs over E experts has.
+  static int MaxTiles(int64_t pairs, int num_experts);
+
+ private:
+  friend absl::Status LaunchExpertFfnDevicePlan(const ExpertFfnParams& p,
+                                                DevicePlanScratch& scratch, cudaStream_t stream);
+  // The experts' weight pointers on the device ([gate_up E][down E]), uploaded once per
+  // weight array (a layer's, for resident experts) and again only when they change.
+  absl::StatusOr<const void* const*> WeightTable(const ExpertFfnParams& p);
+  // [2 * max_tiles + 1]: tile experts, tile first rows, the count. Grows on demand.
+  absl::StatusOr<int32_t*> Tiles(int max_tiles);
+
+  struct Table {
+    std::vector<const void*> host;
+    DeviceBuffer<const void*> device;
+  };
+  std::unordered_map<const MatrixRef*, Table> tables_;
+  DeviceBuffer<int32_t> tiles_;
+  int max_tiles_ = 0;
+};
+
+absl::Status CanImplementDevicePlan(const ExpertFfnParams& p);
+absl::Status LaunchExpertFfnDevicePlan(const ExpertFfnParams& p, DevicePlanScratch& scratch,
+                                       cudaStream_t stream);
 
 // --------------------------------------------------------------------------- combine
 // kernels::CombineParams (device pointers): out[t] = sum_j w[t, j] * y[row(t, j)], j

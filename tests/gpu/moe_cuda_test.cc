@@ -328,8 +328,13 @@ INSTANTIATE_TEST_SUITE_P(ManyChunks, DispatchTest,
 
 // ------------------------------------------------------------- expert FFN and combine
 
+// How the GPU FFN runs: cuBLAS per expert, cuBLAS grouped, or our grouped GEMM with the
+// plan on the device (bf16 only).
+enum class Path { kLoop, kGrouped, kDevicePlan };
+
 class ExpertLayerTest
-    : public testing::TestWithParam<std::tuple<int, int, int, FfnGemmPath>> {  // T E K path
+    : public testing::TestWithParam<std::tuple<int, int, int, Path, DType>> {  // T E K path
+
  protected:
   void SetUp() override {
     if (!HasDevice()) GTEST_SKIP() << "no CUDA device";
@@ -337,7 +342,11 @@ class ExpertLayerTest
 };
 
 TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
-  const auto [T, E, K, path] = GetParam();
+  const auto [T, E, K, path, dtype] = GetParam();
+  const bool bf16 = dtype == DType::kBF16;
+  // bf16: the weights hold bf16 values (so the CPU's widened weights are the GPU's), and the
+  // GPU rounds its GEMM inputs to bf16, which the tolerance allows.
+  const float tolerance = bf16 ? 2e-2f : 1e-4f;
   constexpr int H = 160;  // not a power of two
   constexpr int I = 96;
   std::mt19937 rng(31000 + 1000 * T + 10 * E + K);
@@ -369,23 +378,37 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   const int rows = offsets[E];
 
   const std::vector<float> x = RandomUniform(static_cast<size_t>(T) * H, rng, 1.f);
-  // Each expert its own weights; experts without rows get none (nullptr), so a kernel that
-  // read them would fault.
+  // Each expert its own weights. Experts without rows get none (nullptr), so a kernel that
+  // read them would fault, except on the device-plan path, which needs all of them.
   // The CPU reads them packed (kPanels16), the GPU row-major.
   std::vector<std::vector<float>> w_gu(E), w_dn(E);
   std::vector<std::vector<char>> packed(2 * E);
   std::vector<MatrixRef> h_gu(E), h_dn(E), dev_gu(E), dev_dn(E);
-  std::vector<DeviceBuffer<float>> d_gu_buf, d_dn_buf;
+  std::vector<DeviceBuffer<uint16_t>> d_bits;
+  std::vector<DeviceBuffer<float>> d_floats;
+  auto upload = [&](const std::vector<float>& w, int64_t rows, int64_t cols) -> MatrixRef {
+    if (!bf16) {
+      d_floats.push_back(Upload(w));
+      return {d_floats.back().data(), DType::kF32, WeightLayout::kRowMajor, rows, cols};
+    }
+    std::vector<uint16_t> bits(w.size());
+    cpu::ConvertRows(w.data(), cpu::SourceType::kF32, static_cast<int64_t>(w.size()), DType::kBF16,
+                     bits.data());
+    d_bits.push_back(Upload(bits));
+    return {d_bits.back().data(), DType::kBF16, WeightLayout::kRowMajor, rows, cols};
+  };
   for (int e = 0; e < E; ++e) {
-    if (offsets[e + 1] == offsets[e]) continue;
+    if (offsets[e + 1] == offsets[e] && path != Path::kDevicePlan) continue;
     w_gu[e] = RandomUniform(static_cast<size_t>(2) * I * H, rng, 1.f / std::sqrt(float{H}));
     w_dn[e] = RandomUniform(static_cast<size_t>(H) * I, rng, 1.f / std::sqrt(float{I}));
+    if (bf16) {  // bf16 values, which both sides hold exactly
+      for (float& v : w_gu[e]) v = cpu::Bf16ToFloat(cpu::FloatToBf16(v));
+      for (float& v : w_dn[e]) v = cpu::Bf16ToFloat(cpu::FloatToBf16(v));
+    }
     h_gu[e] = PackForCpu(w_gu[e], 2 * I, H, &packed[2 * e]);
     h_dn[e] = PackForCpu(w_dn[e], H, I, &packed[2 * e + 1]);
-    d_gu_buf.push_back(Upload(w_gu[e]));
-    dev_gu[e] = {d_gu_buf.back().data(), DType::kF32, WeightLayout::kRowMajor, 2 * I, H};
-    d_dn_buf.push_back(Upload(w_dn[e]));
-    dev_dn[e] = {d_dn_buf.back().data(), DType::kF32, WeightLayout::kRowMajor, H, I};
+    dev_gu[e] = upload(w_gu[e], 2 * I, H);
+    dev_dn[e] = upload(w_dn[e], H, I);
   }
 
   // CPU reference.
@@ -451,10 +474,13 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
   gf.y = d_y.data();
   ExpertFfnLaunch launch;
   launch.expert_offsets_host = offsets.data();
-  launch.gemm_path = path;
+  launch.gemm_path = path == Path::kLoop ? FfnGemmPath::kLoop : FfnGemmPath::kGrouped;
   launch.cublas = cublas.get();
   launch.grouped_scratch = &scratch;
-  const absl::Status ffn_status = LaunchExpertFfn(gf, launch, stream.get());
+  DevicePlanScratch plan_scratch;
+  const absl::Status ffn_status = path == Path::kDevicePlan
+                                      ? LaunchExpertFfnDevicePlan(gf, plan_scratch, stream.get())
+                                      : LaunchExpertFfn(gf, launch, stream.get());
   ASSERT_TRUE(ffn_status.ok()) << ffn_status;
   CombineParams gc;
   gc.y = d_y.data();
@@ -469,15 +495,22 @@ TEST_P(ExpertLayerTest, FfnAndCombineMatchCpuReference) {
 
   const std::vector<float> gpu_y = Download(d_y, TK * H);
   ExpectNearRelative(std::vector<float>(gpu_y.begin(), gpu_y.begin() + size_t{1} * rows * H),
-                     std::vector<float>(cpu_y.begin(), cpu_y.begin() + size_t{1} * rows * H), 1e-4f,
-                     "y");
-  ExpectNearRelative(Download(d_out, static_cast<size_t>(T) * H), cpu_out, 1e-4f, "out");
+                     std::vector<float>(cpu_y.begin(), cpu_y.begin() + size_t{1} * rows * H),
+                     tolerance, "y");
+  ExpectNearRelative(Download(d_out, static_cast<size_t>(T) * H), cpu_out, tolerance, "out");
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, ExpertLayerTest,
+INSTANTIATE_TEST_SUITE_P(Fp32, ExpertLayerTest,
                          testing::Combine(kTokens, kExperts, kTopK,
-                                          testing::Values(FfnGemmPath::kLoop,
-                                                          FfnGemmPath::kGrouped)));
+                                          testing::Values(Path::kLoop, Path::kGrouped),
+                                          testing::Values(DType::kF32)));
+// The device-plan grouped GEMM: tiles of 64 rows (T 257 at K 8 gives an expert several),
+// H 160 and 2I 192 not multiples of its 64 columns, experts without rows.
+INSTANTIATE_TEST_SUITE_P(Bf16, ExpertLayerTest,
+                         testing::Combine(kTokens, kExperts, kTopK,
+                                          testing::Values(Path::kLoop, Path::kGrouped,
+                                                          Path::kDevicePlan),
+                                          testing::Values(DType::kBF16)));
 
 // Back-to-back grouped launches reuse the scratch's staging buffer; results must not mix.
 TEST(ExpertLayerRepeatTest, GroupedScratchReuse) {
