@@ -15,6 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "kernels/params.h"
 
 namespace moe {
@@ -71,6 +72,14 @@ class Buffer {
   Deleter deleter_;
 };
 
+// A recorded sequence of ops (a CUDA graph): Replay issues them again, on the buffers
+// and with the parameters they were recorded with (the buffers' contents may change).
+class OpGraph {
+ public:
+  virtual ~OpGraph() = default;
+  virtual absl::Status Replay() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -99,6 +108,18 @@ class Backend {
   virtual absl::Status Memset(void* dst, int value, size_t bytes) = 0;
   // Waits for every op issued so far.
   virtual absl::Status Synchronize() = 0;
+
+  // Records the ops `issue` makes, without running them, into an OpGraph. Unimplemented
+  // where the backend has no graphs (the CPU). An op that cannot be recorded (a wait for
+  // the host, an allocation) fails the recording, which then returns its error.
+  virtual absl::StatusOr<std::unique_ptr<OpGraph>> Capture(
+      const std::function<absl::Status()>& issue) {
+    (void)issue;
+    return absl::UnimplementedError(absl::StrCat(name(), " backend: no op graphs"));
+  }
+  // Changes whenever the backend frees or moves its own scratch memory, which recorded
+  // graphs may reference: a graph recorded at another generation must not be replayed.
+  virtual uint64_t scratch_generation() const { return 0; }
 
   // --- ops (kernels/params.h) ---
   virtual absl::Status Embedding(const kernels::EmbeddingParams& p) = 0;

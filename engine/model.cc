@@ -1,10 +1,14 @@
 #include "engine/model.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include <dlfcn.h>
@@ -135,9 +139,28 @@ struct Model::Impl {
   std::vector<int32_t> logit_rows;
   std::vector<std::byte> staging;  // the step's arrays, packed on the host
   Buffer plan_copies;              // pinned: every MoE layer's plan, copied for the counts
+  uint64_t plan_generation = 0;    // counts plan_copies' reallocations
+  // Recorded decode steps (CUDA graphs), by (tokens, block-table capacity).
+  struct StepGraph {
+    std::unique_ptr<OpGraph> graph;
+    uint64_t generation = 0;  // Impl::generation() when recorded
+    int seen = 0;             // eager runs of this shape
+    bool failed = false;      // recording failed: the shape runs eagerly
+  };
+  std::map<std::pair<int, int>, StepGraph> graphs;
+  int64_t graph_replays = 0, graph_failures = 0;
+  const bool graphs_enabled = [] {
+    const char* v = std::getenv("MOE_CUDA_GRAPHS");
+    return v == nullptr || std::string(v) != "0";
+  }();
 
   absl::Status CheckBatch(const Batch& batch, const KvStorage& kv) const;
-  absl::StatusOr<StepArrays> Stage(const Batch& batch, bool routing, int block_size);
+  absl::StatusOr<StepArrays> Stage(const Batch& batch, bool routing, int block_size,
+                                   int table_capacity);
+  uint64_t generation() const {
+    return ws->generation() + moe_ws->generation() + backend->scratch_generation() +
+           plan_generation;
+  }
   absl::Status Attention(int layer, const LayerWeights& w, const Batch& batch, const StepArrays& st,
                          KvStorage& kv, const float* h, float* out);
   absl::Status DenseMlp(const LayerWeights& w, const float* h, int T, float* out);
@@ -204,7 +227,10 @@ absl::Status Model::Impl::CheckBatch(const Batch& batch, const KvStorage& kv) co
   return absl::OkStatus();
 }
 
-absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, int B) {
+// table_capacity > 0 pads every block table to that many entries (a recorded decode graph
+// needs the same layout at every step); 0 packs each as long as its sequence needs.
+absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, int B,
+                                              int table_capacity) {
   const size_t T = batch.token_ids.size(), S = batch.seqs.size(), R = logit_rows.size();
   // Layout: the S table pointers (8-byte aligned at the start), then int32 arrays: the
   // tables' entries, token ids, positions, token_seq, logit rows, then the routing arrays.
@@ -213,7 +239,8 @@ absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, 
   for (size_t s = 0; s < S; ++s) {
     const BatchSequence& seq = batch.seqs[s];
     table_at[s] = n32;
-    n32 += static_cast<size_t>((seq.start_pos + seq.num_tokens - 1) / B + 1);
+    n32 += table_capacity > 0 ? static_cast<size_t>(table_capacity)
+                              : static_cast<size_t>((seq.start_pos + seq.num_tokens - 1) / B + 1);
   }
   const size_t ids_at = n32, pos_at = ids_at + T, seq_at = pos_at + T, rows_at = seq_at + T;
   const size_t weak_at = rows_at + R, topk_at = weak_at + (routing ? T : 0);
@@ -221,7 +248,7 @@ absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, 
   n32 = topp_at + (routing ? T : 0);
   const size_t ptr_bytes = S * sizeof(int32_t*);
   const size_t bytes = ptr_bytes + n32 * sizeof(int32_t);
-  staging.resize(bytes);
+  staging.assign(bytes, std::byte{0});
 
   const bool host = backend->compute_memory() != MemoryKind::kDevice;
   std::byte* base = staging.data();
@@ -479,6 +506,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Load(const ModelConfig& config,
 const ModelConfig& Model::config() const { return impl_->cfg; }
 Backend& Model::backend() const { return *impl_->backend; }
 const ModelWeights& Model::weights() const { return *impl_->weights; }
+int64_t Model::graph_replays() const { return impl_->graph_replays; }
+int64_t Model::graph_failures() const { return impl_->graph_failures; }
 int64_t Model::num_parameters() const { return impl_->weights->stats().num_parameters; }
 
 KvCacheShape Model::KvShape(int num_blocks) const {
@@ -533,7 +562,21 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     }
   }
   const int R = static_cast<int>(m.logit_rows.size());
-  MOE_ASSIGN_OR_RETURN(const StepArrays st, m.Stage(batch, any_override, kv.shape().block_size));
+  // A decode step (one token per sequence, each sampled, no overrides) on a backend with
+  // graphs is recorded the second time its shape runs and replayed from then on. Its block
+  // tables are padded to a power of two, so the shape changes rarely as sequences grow.
+  const int B = kv.shape().block_size;
+  bool decode = m.graphs_enabled && be.compute_memory() == MemoryKind::kDevice &&
+                !batch.all_logits && !any_override;
+  int table_capacity = 0;
+  for (const BatchSequence& seq : batch.seqs) {
+    decode = decode && seq.num_tokens == 1 && seq.sample;
+    table_capacity = std::max(table_capacity, (seq.start_pos + seq.num_tokens - 1) / B + 1);
+  }
+  table_capacity =
+      decode ? static_cast<int>(std::bit_ceil(static_cast<unsigned>(std::max(table_capacity, 8))))
+             : 0;
+  MOE_ASSIGN_OR_RETURN(const StepArrays st, m.Stage(batch, any_override, B, table_capacity));
   if (any_override) {
     routing.slots = std::max(routing.slots, cfg.top_k);
     routing.weak_rank = st.weak_rank;
@@ -551,6 +594,7 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     m.plan_copies = Buffer();
     MOE_ASSIGN_OR_RETURN(m.plan_copies,
                          be.Allocate(MemoryKind::kPinnedHost, plan_bytes + plan_bytes / 2));
+    ++m.plan_generation;
   }
   auto plan_of = [&](int layer) {
     MoePlanCopy plan;
@@ -559,36 +603,37 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     return plan;
   };
 
-  const size_t TH = static_cast<size_t>(T) * H;
-  MOE_ASSIGN_OR_RETURN(float* x, m.ws->Get<float>(kX, TH));
-  MOE_ASSIGN_OR_RETURN(float* h, m.ws->Get<float>(kH, TH));
-  MOE_ASSIGN_OR_RETURN(float* tmp, m.ws->Get<float>(kTmp, TH));
-  MOE_RETURN_IF_ERROR(be.Embedding({m.weights->embed.ref, st.token_ids, T, x}));
-  for (int layer = 0; layer < cfg.num_layers; ++layer) {
-    const LayerWeights& w = m.weights->layers[layer];
-    MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.input_norm, T, H, cfg.rms_norm_eps, h}));
-    MOE_RETURN_IF_ERROR(m.Attention(layer, w, batch, st, kv, h, tmp));
-    MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
-    MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.post_norm, T, H, cfg.rms_norm_eps, h}));
-    if (w.is_moe) {
-      MOE_RETURN_IF_ERROR(IssueMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
-                                        any_override ? &routing : nullptr, *m.moe_ws, tmp,
-                                        plan_of(layer)));
-    } else {
-      MOE_RETURN_IF_ERROR(m.DenseMlp(w, h, T, tmp));
+  // The step's ops, from the embedding to the LM head, with no wait for the host on a
+  // device (so they can be recorded); the logits land in `logits`.
+  const bool host = be.compute_memory() != MemoryKind::kDevice;
+  out->logits.resize(static_cast<size_t>(R) * V);
+  auto issue = [&]() -> absl::Status {
+    const size_t TH = static_cast<size_t>(T) * H;
+    MOE_ASSIGN_OR_RETURN(float* x, m.ws->Get<float>(kX, TH));
+    MOE_ASSIGN_OR_RETURN(float* h, m.ws->Get<float>(kH, TH));
+    MOE_ASSIGN_OR_RETURN(float* tmp, m.ws->Get<float>(kTmp, TH));
+    MOE_RETURN_IF_ERROR(be.Embedding({m.weights->embed.ref, st.token_ids, T, x}));
+    for (int layer = 0; layer < cfg.num_layers; ++layer) {
+      const LayerWeights& w = m.weights->layers[layer];
+      MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.input_norm, T, H, cfg.rms_norm_eps, h}));
+      MOE_RETURN_IF_ERROR(m.Attention(layer, w, batch, st, kv, h, tmp));
+      MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
+      MOE_RETURN_IF_ERROR(be.RmsNorm({x, w.post_norm, T, H, cfg.rms_norm_eps, h}));
+      if (w.is_moe) {
+        MOE_RETURN_IF_ERROR(IssueMoeLayer(be, m.moe_specs[layer], *m.experts, layer, h, T,
+                                          any_override ? &routing : nullptr, *m.moe_ws, tmp,
+                                          plan_of(layer)));
+      } else {
+        MOE_RETURN_IF_ERROR(m.DenseMlp(w, h, T, tmp));
+      }
+      MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
     }
-    MOE_RETURN_IF_ERROR(be.Add({x, tmp, static_cast<int64_t>(TH)}));
-  }
-
-  // Final norm and LM head on the rows that need logits; the copy of the logits (or a
-  // synchronize, without any) is the step's one wait.
-  if (R > 0) {
+    if (R == 0) return absl::OkStatus();
+    // Final norm and LM head on the rows that need logits.
     MOE_ASSIGN_OR_RETURN(float* last_h, m.ws->Get<float>(kLastH, static_cast<size_t>(R) * H));
     kernels::RmsNormParams fn{x,      m.weights->final_norm, R, H, cfg.rms_norm_eps,
                               last_h, st.logit_rows};
     MOE_RETURN_IF_ERROR(be.RmsNorm(fn));
-    out->logits.resize(static_cast<size_t>(R) * V);
-    const bool host = be.compute_memory() != MemoryKind::kDevice;
     float* logits = out->logits.data();
     if (!host) {
       MOE_ASSIGN_OR_RETURN(logits, m.ws->Get<float>(kLogits, out->logits.size()));
@@ -600,10 +645,39 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     head.w = m.weights->lm_head.ref;
     head.y = logits;
     head.ldy = V;
-    MOE_RETURN_IF_ERROR(be.Linear(head));
-    if (!host) {
-      MOE_RETURN_IF_ERROR(be.CopyToHost(out->logits.data(), logits, out->logits.size() * 4));
+    return be.Linear(head);
+  };
+
+  // At most kMaxStepGraphs shapes are kept; others run eagerly.
+  constexpr size_t kMaxStepGraphs = 64;
+  Impl::StepGraph* graph = nullptr;
+  if (decode && (m.graphs.size() < kMaxStepGraphs || m.graphs.count({T, table_capacity}) > 0)) {
+    graph = &m.graphs[{T, table_capacity}];
+  }
+  if (graph != nullptr && graph->graph != nullptr && graph->generation == m.generation()) {
+    MOE_RETURN_IF_ERROR(graph->graph->Replay());
+    ++m.graph_replays;
+  } else {
+    MOE_RETURN_IF_ERROR(issue());
+    if (graph != nullptr && !graph->failed && ++graph->seen >= 2) {
+      // Recorded after an eager run of the same shape has sized every buffer it uses; a
+      // recording that fails (an op that waits or allocates) leaves the shape eager.
+      const uint64_t before = m.generation();
+      absl::StatusOr<std::unique_ptr<OpGraph>> recorded = be.Capture(issue);
+      if (recorded.ok() && m.generation() == before) {
+        graph->graph = *std::move(recorded);
+        graph->generation = before;
+      } else {
+        graph->graph = nullptr;
+        graph->failed = true;
+        ++m.graph_failures;
+      }
     }
+  }
+  // The copy of the logits (or a synchronize, without any) is the step's one wait.
+  if (R > 0 && !host) {
+    MOE_ASSIGN_OR_RETURN(float* logits, m.ws->Get<float>(kLogits, out->logits.size()));
+    MOE_RETURN_IF_ERROR(be.CopyToHost(out->logits.data(), logits, out->logits.size() * 4));
   } else {
     MOE_RETURN_IF_ERROR(be.Synchronize());
   }

@@ -42,6 +42,11 @@ class Model {
   // one engine thread owns the model.
   absl::Status Forward(const Batch& batch, KvStorage& kv, ForwardOutput* out);
 
+  // Decode steps replayed from a recorded graph (CUDA graphs; MOE_CUDA_GRAPHS=0 turns them
+  // off), and shapes whose recording failed (they run eagerly).
+  int64_t graph_replays() const;
+  int64_t graph_failures() const;
+
  private:
   struct Impl;
   explicit Model(std::unique_ptr<Impl> impl);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -30,13 +31,17 @@ class Workspace {
             absl::StrCat("step workspace: ", grown.status().message()));
       }
       b = *std::move(grown);
+      ++generation_;
     }
     return b.as<T>();
   }
+  // Counts the growths: a recorded op graph that reads a slot is stale once it changes.
+  uint64_t generation() const { return generation_; }
 
  private:
   Backend* backend_;
   std::vector<Buffer> slots_;
+  uint64_t generation_ = 0;
 };
 
 }  // namespace moe

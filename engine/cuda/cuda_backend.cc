@@ -17,14 +17,32 @@ namespace {
 
 namespace cuda = kernels::cuda;
 
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;
+
+class CudaGraph final : public OpGraph {
+ public:
+  CudaGraph(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
+  ~CudaGraph() override { MOE_CUDA_CHECK_FATAL(cudaGraphExecDestroy(exec_)); }
+  absl::Status Replay() override {
+    MOE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+    return absl::OkStatus();
+  }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+
 class CudaBackend final : public Backend {
  public:
   CudaBackend(int device, cudaStream_t stream, cuda::CublasHandle cublas,
-              cuda::GroupedGemmScratch scratch, std::string name, std::string arch)
+              cuda::GroupedGemmScratch scratch, cuda::DeviceBuffer<unsigned char> cublas_workspace,
+              std::string name, std::string arch)
       : device_(device),
         stream_(stream),
         cublas_(std::move(cublas)),
         scratch_(std::move(scratch)),
+        cublas_workspace_(std::move(cublas_workspace)),
         device_name_(std::move(name)),
         arch_(std::move(arch)) {}
   ~CudaBackend() override {
@@ -79,6 +97,34 @@ class CudaBackend final : public Backend {
   absl::Status Synchronize() override {
     MOE_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return absl::OkStatus();
+  }
+
+  // A CUDA graph of the ops `issue` makes on this backend's stream (thread-local capture
+  // mode: only this thread's unsafe calls, such as a synchronize, end it in error).
+  absl::StatusOr<std::unique_ptr<OpGraph>> Capture(
+      const std::function<absl::Status()>& issue) override {
+    MOE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    const absl::Status issued = issue();
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (!issued.ok() || ended != cudaSuccess) {
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      (void)cudaGetLastError();  // the capture's error is reported here, not left sticky
+      return !issued.ok() ? issued
+                          : absl::InternalError(
+                                absl::StrCat("CUDA graph capture: ", cudaGetErrorString(ended)));
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    if (made != cudaSuccess) {
+      return absl::InternalError(
+          absl::StrCat("CUDA graph instantiate: ", cudaGetErrorString(made)));
+    }
+    return std::unique_ptr<OpGraph>(new CudaGraph(exec, stream_));
+  }
+  uint64_t scratch_generation() const override {
+    return linear_scratch_.generation() + device_plan_.generation();
   }
 
   absl::Status Linear(const kernels::LinearParams& p) override {
@@ -151,6 +197,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_;
   cuda::CublasHandle cublas_;
   cuda::GroupedGemmScratch scratch_;
+  cuda::DeviceBuffer<unsigned char> cublas_workspace_;
   cuda::DeviceScratch linear_scratch_;  // a bf16 Linear's rounded input rows
   cuda::DevicePlanScratch device_plan_;
   enum class FfnChoice { kAuto, kOurs, kCublas };
@@ -183,13 +230,21 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
   absl::StatusOr<cuda::CublasHandle> cublas = cuda::CublasHandle::Create();
   absl::StatusOr<cuda::GroupedGemmScratch> scratch =
       cuda::GroupedGemmScratch::Create(kernels::kMaxExperts);
-  if (!cublas.ok() || !scratch.ok()) {
+  // cuBLAS's workspace, given up front so it never allocates one inside a graph capture.
+  absl::StatusOr<cuda::DeviceBuffer<unsigned char>> workspace =
+      cuda::DeviceBuffer<unsigned char>::Create(kCublasWorkspaceBytes);
+  if (!cublas.ok() || !scratch.ok() || !workspace.ok()) {
     MOE_CUDA_CHECK_FATAL(cudaStreamDestroy(stream));
-    return !cublas.ok() ? cublas.status() : scratch.status();
+    return !cublas.ok() ? cublas.status() : !scratch.ok() ? scratch.status() : workspace.status();
   }
-  return std::unique_ptr<Backend>(new CudaBackend(device, stream, *std::move(cublas),
-                                                  *std::move(scratch), prop.name,
-                                                  absl::StrCat("sm_", prop.major, prop.minor)));
+  if (cublasSetWorkspace(cublas->get(), workspace->data(), workspace->bytes()) !=
+      CUBLAS_STATUS_SUCCESS) {
+    MOE_CUDA_CHECK_FATAL(cudaStreamDestroy(stream));
+    return absl::InternalError("cublasSetWorkspace failed");
+  }
+  return std::unique_ptr<Backend>(new CudaBackend(
+      device, stream, *std::move(cublas), *std::move(scratch), *std::move(workspace), prop.name,
+      absl::StrCat("sm_", prop.major, prop.minor)));
 }
 
 }  // namespace moe

@@ -429,6 +429,7 @@ absl::StatusOr<void*> DeviceScratch::Get(size_t bytes) {
         DeviceBuffer<unsigned char>::Create(bytes + bytes / 2);
     if (!grown.ok()) return grown.status();
     buffer_ = *std::move(grown);
+    ++generation_;
   }
   return static_cast<void*>(buffer_.data());
 }

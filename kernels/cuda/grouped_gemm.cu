@@ -156,6 +156,7 @@ absl::StatusOr<const void* const*> DevicePlanScratch::WeightTable(const ExpertFf
     if (absl::Status s = d->CopyFromHost(ptrs); !s.ok()) return s;
     t.device = *std::move(d);
     t.host = std::move(ptrs);
+    ++generation_;
   }
   return t.device.data();
 }
@@ -167,6 +168,7 @@ absl::StatusOr<int32_t*> DevicePlanScratch::Tiles(int max_tiles) {
     if (!tiles.ok()) return tiles.status();
     tiles_ = *std::move(tiles);
     max_tiles_ = max_tiles;
+    ++generation_;
   }
   return tiles_.data();
 }

@@ -110,6 +110,8 @@ class DevicePlanScratch {
 
   // The most row tiles a plan of `pairs` (token, slot) pairs over E experts has.
   static int MaxTiles(int64_t pairs, int num_experts);
+  // Counts the reallocations (recorded graphs that used the old memory are stale).
+  uint64_t generation() const { return generation_; }
 
  private:
   friend absl::Status LaunchExpertFfnDevicePlan(const ExpertFfnParams& p,
@@ -127,6 +129,7 @@ class DevicePlanScratch {
   std::unordered_map<const MatrixRef*, Table> tables_;
   DeviceBuffer<int32_t> tiles_;
   int max_tiles_ = 0;
+  uint64_t generation_ = 0;
 };
 
 absl::Status CanImplementDevicePlan(const ExpertFfnParams& p);
@@ -145,9 +148,12 @@ absl::Status LaunchCombine(const CombineParams& p, cudaStream_t stream);
 class DeviceScratch {
  public:
   absl::StatusOr<void*> Get(size_t bytes);
+  // Counts the growths (recorded graphs that used the old memory are stale).
+  uint64_t generation() const { return generation_; }
 
  private:
   DeviceBuffer<unsigned char> buffer_;
+  uint64_t generation_ = 0;
 };
 
 // kernels::LinearParams (device pointers) with a row-major weight: fp32 through cublasSgemm

@@ -3,6 +3,7 @@
 // continuations, and the same results when prompts share one flat batch.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -506,6 +507,34 @@ TEST_P(ModelDeviceGoldenTest, Bf16LogitsAndGreedyMatchTheFp32RunOfTheSameWeights
     EXPECT_LE(MaxRelL2(got[i], want[i], V), 1e-2) << f.prompts[i].text;
   }
   EXPECT_EQ(Greedy(*bf16, f.prompts), Greedy(*oracle, f.prompts));
+}
+
+// Decode steps replayed from recorded graphs give the tokens the eager steps give, and
+// the graphs are used (a device with graphs only; the CPU has none).
+TEST_P(ModelDeviceGoldenTest, DecodeGraphsGiveTheEagerTokens) {
+  const auto& [name, device] = GetParam();
+  Fixture f = LoadFixture(name);
+  ASSERT_FALSE(f.prompts.empty());
+  const fs::path dir = Bf16Copy(name);
+  setenv("MOE_CUDA_GRAPHS", "0", 1);
+  std::optional<LoadedModel> eager = LoadOn(dir, device, WeightDtype::kBfloat16);
+  unsetenv("MOE_CUDA_GRAPHS");
+  if (!eager.has_value()) {
+    if (HasFailure()) return;
+    GTEST_SKIP() << "no " << device << " device here";
+  }
+  std::optional<LoadedModel> graphs = LoadOn(dir, device, WeightDtype::kBfloat16);
+  ASSERT_TRUE(graphs.has_value());
+  const auto want = Greedy(*eager, f.prompts);
+  const auto got = Greedy(*graphs, f.prompts);
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(eager->model->graph_replays(), 0);
+  if (device == "cpu") {
+    EXPECT_EQ(graphs->model->graph_replays(), 0) << "the CPU backend records no graphs";
+  } else {
+    EXPECT_GT(graphs->model->graph_replays(), 0);
+    EXPECT_EQ(graphs->model->graph_failures(), 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(
