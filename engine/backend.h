@@ -138,6 +138,7 @@ class Backend {
   virtual absl::Status Dispatch(const kernels::DispatchParams& p) = 0;
   virtual absl::Status ExpertFfn(const kernels::ExpertFfnParams& p) = 0;
   virtual absl::Status Combine(const kernels::CombineParams& p) = 0;
+  virtual absl::Status ArgMax(const kernels::ArgMaxParams& p) = 0;
 };
 
 // The CPU backend: kernels/cpu on the instruction set kernels/cpu/isa.h chose.

@@ -33,7 +33,10 @@ struct BatchSequence {
   int32_t num_tokens = 0;                // new tokens in this step
   int32_t first_token = 0;               // index of its first new token in the flat batch
   bool sample = false;                   // produce logits at its last new token
-  RoutingOverride routing;               // none: the model's own routing
+  // Its row is only argmaxed (greedy decoding): when every sampled sequence of a step says
+  // so, the step returns ForwardOutput::tokens and no logits.
+  bool greedy = false;
+  RoutingOverride routing;  // none: the model's own routing
 };
 
 struct Batch {
@@ -69,8 +72,12 @@ struct Batch {
 struct ForwardOutput {
   // [R, V]: one row per sequence with sample=true, in sequence order (or per token when
   // Batch::all_logits).
+  // Empty when every sampled sequence was greedy (then `tokens` has their picks).
   std::vector<float> logits;
   std::vector<int32_t> rows_seq;  // [R] sequence of each logits row
+  // [R] the argmax of each row (the lowest id among equal maxima), computed on the
+  // backend, when every sampled sequence was greedy and not Batch::all_logits; else empty.
+  std::vector<int32_t> tokens;
   // [num_layers, E] tokens routed to each expert in this step (zeros for dense layers).
   std::vector<int32_t> expert_tokens;
   // [E + 1]: (token, MoE layer) pairs of this step that used n experts, at index n.

@@ -158,6 +158,7 @@ MOE_CPU_OP(Gating, kernels::GatingParams)
 MOE_CPU_OP(Dispatch, kernels::DispatchParams)
 MOE_CPU_OP(ExpertFfn, kernels::ExpertFfnParams)
 MOE_CPU_OP(Combine, kernels::CombineParams)
+MOE_CPU_OP(ArgMax, kernels::ArgMaxParams)
 #undef MOE_CPU_OP
 
 absl::Status CpuBackend::LinearBatch(std::span<const kernels::LinearParams> p) {

@@ -42,6 +42,7 @@ class CpuBackend final : public Backend {
   absl::Status Dispatch(const kernels::DispatchParams& p) override;
   absl::Status ExpertFfn(const kernels::ExpertFfnParams& p) override;
   absl::Status Combine(const kernels::CombineParams& p) override;
+  absl::Status ArgMax(const kernels::ArgMaxParams& p) override;
 };
 
 }  // namespace moe

@@ -37,7 +37,8 @@ enum Slot {
   kGateUp,  // [T, 2I] dense MLP
   kAct,     // [T, I] dense MLP
   kLastH,   // [R, H] the rows that get logits
-  kLogits,  // [R, V] when the backend's memory is not the host's
+  kLogits,  // [R, V] when the backend's memory is not the host's, or only argmaxed
+  kArgMax,  // [R] the rows' argmax, on a device
   kStep,    // the step's arrays (StepArrays) in the backend's memory
 };
 
@@ -530,6 +531,7 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   const int E = std::max(cfg.num_experts, 1);
   out->logits.clear();
   out->rows_seq.clear();
+  out->tokens.clear();
   out->expert_tokens.assign(static_cast<size_t>(cfg.num_layers) * E, 0);
   out->experts_per_token.assign(E + 1, 0);
   out->weight_bytes = out->kv_bytes = out->flops = 0;
@@ -603,10 +605,21 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     return plan;
   };
 
-  // The step's ops, from the embedding to the LM head, with no wait for the host on a
-  // device (so they can be recorded); the logits land in `logits`.
+  // Every sampled row greedy: the backend argmaxes them, and only the ids come back.
+  bool argmax_only = R > 0 && !batch.all_logits;
+  for (const BatchSequence& seq : batch.seqs)
+    argmax_only = argmax_only && (!seq.sample || seq.greedy);
+
+  // The step's ops, from the embedding to the LM head (and the argmax), with no wait for
+  // the host on a device, so they can be recorded. The logits land in out->logits where
+  // the backend computes in host memory and they are wanted, else in the workspace.
   const bool host = be.compute_memory() != MemoryKind::kDevice;
-  out->logits.resize(static_cast<size_t>(R) * V);
+  const size_t num_logits = static_cast<size_t>(R) * V;
+  if (argmax_only) {
+    out->tokens.resize(R);
+  } else {
+    out->logits.resize(num_logits);
+  }
   auto issue = [&]() -> absl::Status {
     const size_t TH = static_cast<size_t>(T) * H;
     MOE_ASSIGN_OR_RETURN(float* x, m.ws->Get<float>(kX, TH));
@@ -635,8 +648,8 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
                               last_h, st.logit_rows};
     MOE_RETURN_IF_ERROR(be.RmsNorm(fn));
     float* logits = out->logits.data();
-    if (!host) {
-      MOE_ASSIGN_OR_RETURN(logits, m.ws->Get<float>(kLogits, out->logits.size()));
+    if (!host || argmax_only) {
+      MOE_ASSIGN_OR_RETURN(logits, m.ws->Get<float>(kLogits, num_logits));
     }
     kernels::LinearParams head;
     head.x = last_h;
@@ -645,7 +658,13 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     head.w = m.weights->lm_head.ref;
     head.y = logits;
     head.ldy = V;
-    return be.Linear(head);
+    MOE_RETURN_IF_ERROR(be.Linear(head));
+    if (!argmax_only) return absl::OkStatus();
+    int32_t* ids = out->tokens.data();
+    if (!host) {
+      MOE_ASSIGN_OR_RETURN(ids, m.ws->Get<int32_t>(kArgMax, R));
+    }
+    return be.ArgMax({logits, R, V, ids});
   };
 
   // At most kMaxStepGraphs shapes are kept; others run eagerly.
@@ -674,10 +693,13 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
       }
     }
   }
-  // The copy of the logits (or a synchronize, without any) is the step's one wait.
-  if (R > 0 && !host) {
-    MOE_ASSIGN_OR_RETURN(float* logits, m.ws->Get<float>(kLogits, out->logits.size()));
-    MOE_RETURN_IF_ERROR(be.CopyToHost(out->logits.data(), logits, out->logits.size() * 4));
+  // The copy of the ids or logits (or a synchronize, without any) is the step's one wait.
+  if (R > 0 && !host && argmax_only) {
+    MOE_ASSIGN_OR_RETURN(int32_t * ids, m.ws->Get<int32_t>(kArgMax, R));
+    MOE_RETURN_IF_ERROR(be.CopyToHost(out->tokens.data(), ids, sizeof(int32_t) * R));
+  } else if (R > 0 && !host) {
+    MOE_ASSIGN_OR_RETURN(float* logits, m.ws->Get<float>(kLogits, num_logits));
+    MOE_RETURN_IF_ERROR(be.CopyToHost(out->logits.data(), logits, num_logits * sizeof(float)));
   } else {
     MOE_RETURN_IF_ERROR(be.Synchronize());
   }

@@ -28,13 +28,9 @@ Sampler::Sampler(const SamplingParams& params)
 namespace {
 
 // The lowest id among the largest logits: the max first (vectorised), then the first
-// entry equal to it.
+// entry equal to it (the CPU backend's ArgMax op is the same).
 int32_t ArgMax(std::span<const float> logits) {
-  const float best = kernels::cpu::MaxRow(logits.data(), static_cast<int64_t>(logits.size()));
-  for (size_t i = 0; i < logits.size(); ++i) {
-    if (logits[i] == best) return static_cast<int32_t>(i);
-  }
-  return 0;  // only NaNs
+  return kernels::cpu::ArgMaxRow(logits.data(), static_cast<int64_t>(logits.size()));
 }
 
 }  // namespace

@@ -135,6 +135,16 @@ struct ClampParams {
   float limit = 0.f;
 };
 
+// ids[r] = the lowest index of the largest value of row r (greedy decoding on the device,
+// so a step copies R ids back instead of R x V logits). With NaNs in a row the CPU and
+// CUDA kernels may differ; a row of NaNs gives 0.
+struct ArgMaxParams {
+  const float* x = nullptr;  // [rows, n]
+  int rows = 0;
+  int64_t n = 0;
+  int32_t* ids = nullptr;  // [rows] out
+};
+
 // ------------------------------------------------------------------------ attention, KV
 
 // The paged KV cache of one layer, in blocks of B token slots, each head's part of a block

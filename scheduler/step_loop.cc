@@ -266,6 +266,9 @@ bool StepLoop::Step() {
     seq->lease.EnsureCapacity(upto);
     if (!seq->first_scheduled) seq->first_scheduled = now;
     batch.AddSequence(chunk, seq->num_computed, seq->lease.data(), item.sample, seq->req.routing);
+    // A greedy row needs only its argmax (computed on the backend); a pair's rows are
+    // combined first, so they need their logits.
+    batch.seqs.back().greedy = seq->req.sampling.greedy() && !seq->pair();
     of_row.push_back(seq);
     if (seq->pair()) {
       // The weak sequence right after its strong one: same tokens, its own KV, rank-r
@@ -314,6 +317,10 @@ bool StepLoop::Step() {
   };
   kernels::cpu::ParallelTasks(num_jobs, [&](int j) {
     Sequence& seq = *jobs[j].seq;
+    if (!out.tokens.empty()) {  // every row greedy: the backend's argmax
+      m.sampled[j] = out.tokens[jobs[j].row];
+      return;
+    }
     if (!seq.pair()) {
       m.sampled[j] = seq.sampler.Sample(row(jobs[j].row));
       return;

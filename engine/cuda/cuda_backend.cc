@@ -188,6 +188,9 @@ class CudaBackend final : public Backend {
   absl::Status Clamp(const kernels::ClampParams& p) override {
     return cuda::LaunchClamp(p, stream_);
   }
+  absl::Status ArgMax(const kernels::ArgMaxParams& p) override {
+    return cuda::LaunchArgMax(p, stream_);
+  }
   absl::Status SigmoidGatedAdd(const kernels::SigmoidGatedAddParams& p) override {
     return cuda::LaunchSigmoidGatedAdd(p, stream_);
   }

@@ -161,6 +161,30 @@ void SigmoidGatedAdd(const SigmoidGatedAddParams& p) {
   });
 }
 
+int32_t ArgMaxRow(const float* x, int64_t n) {
+  const float best = MaxRow(x, n);
+  for (int64_t i = 0; i < n; ++i) {
+    if (x[i] == best) return static_cast<int32_t>(i);
+  }
+  return 0;  // only NaNs
+}
+
+absl::Status CanImplement(const ArgMaxParams& p) {
+  if (p.rows < 0 || p.n < 1 || p.n > INT32_MAX) {
+    return absl::InvalidArgumentError("argmax: bad shape");
+  }
+  if (p.rows > 0 && (p.x == nullptr || p.ids == nullptr)) {
+    return absl::InvalidArgumentError("argmax: null buffer");
+  }
+  return absl::OkStatus();
+}
+
+void ArgMax(const ArgMaxParams& p) {
+  ParallelFor(p.rows, RowGrain(p.n), [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) p.ids[r] = ArgMaxRow(p.x + r * p.n, p.n);
+  });
+}
+
 void Clamp(const ClampParams& p) {
   for (int64_t i = 0; i < p.n; ++i) p.x[i] = std::clamp(p.x[i], -p.limit, p.limit);
 }

@@ -37,5 +37,12 @@ void KvWrite(const KvWriteParams& p);
 float ExpRow(const float* x, int64_t n, float scale, float shift, float* out);
 // The largest of x[0, n), n >= 1, on the calling thread (unspecified with NaNs).
 float MaxRow(const float* x, int64_t n);
+// The lowest index of the largest of x[0, n) (MaxRow, then the first entry equal to it;
+// 0 when none is, as with only NaNs), on the calling thread: the sampler's greedy pick.
+int32_t ArgMaxRow(const float* x, int64_t n);
+
+absl::Status CanImplement(const ArgMaxParams& p);
+// ArgMaxRow of every row, rows split between the threads.
+void ArgMax(const ArgMaxParams& p);
 
 }  // namespace moe::kernels::cpu

@@ -6,6 +6,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 
@@ -260,6 +261,56 @@ absl::Status CanImplement(const SigmoidGatedAddParams& p) {
 
 absl::Status LaunchSigmoidGatedAdd(const SigmoidGatedAddParams& p, cudaStream_t stream) {
   return LaunchFlat(p, static_cast<int64_t>(p.rows) * p.n, SigmoidGatedAddKernel, stream);
+}
+
+namespace {
+
+constexpr int kArgMaxThreads = 256;
+
+// (value, index) with the larger value, ties to the lower index; NaN compares false, so it
+// never replaces a number.
+__device__ inline void Better(float v, int i, float& best, int& best_i) {
+  if (v > best || (v == best && i < best_i)) {
+    best = v;
+    best_i = i;
+  }
+}
+
+__global__ void ArgMaxKernel(ArgMaxParams p) {
+  const float* row = p.x + static_cast<int64_t>(blockIdx.x) * p.n;
+  float best = -INFINITY;
+  int best_i = INT_MAX;
+  for (int64_t i = threadIdx.x; i < p.n; i += blockDim.x)
+    Better(row[i], static_cast<int>(i), best, best_i);
+  for (int offset = 16; offset > 0; offset /= 2) {
+    const float v = __shfl_down_sync(0xffffffffu, best, offset);
+    const int j = __shfl_down_sync(0xffffffffu, best_i, offset);
+    Better(v, j, best, best_i);
+  }
+  __shared__ float warp_best[kArgMaxThreads / 32];
+  __shared__ int warp_index[kArgMaxThreads / 32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  if (lane == 0) {
+    warp_best[warp] = best;
+    warp_index[warp] = best_i;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kArgMaxThreads / 32; ++w) Better(warp_best[w], warp_index[w], best, best_i);
+    p.ids[blockIdx.x] = best_i == INT_MAX ? 0 : best_i;  // a row of NaNs: 0
+  }
+}
+
+}  // namespace
+
+absl::Status CanImplement(const ArgMaxParams& p) { return cpu::CanImplement(p); }
+
+absl::Status LaunchArgMax(const ArgMaxParams& p, cudaStream_t stream) {
+  if (absl::Status s = CanImplement(p); !s.ok()) return s;
+  if (p.rows == 0) return absl::OkStatus();
+  ArgMaxKernel<<<p.rows, kArgMaxThreads, 0, stream>>>(p);
+  MOE_CUDA_CHECK_LAUNCH(stream);
+  return absl::OkStatus();
 }
 
 }  // namespace moe::kernels::cuda

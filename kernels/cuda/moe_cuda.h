@@ -186,6 +186,9 @@ absl::Status CanImplement(const ClampParams& p);
 absl::Status LaunchClamp(const ClampParams& p, cudaStream_t stream);
 absl::Status CanImplement(const SigmoidGatedAddParams& p);
 absl::Status LaunchSigmoidGatedAdd(const SigmoidGatedAddParams& p, cudaStream_t stream);
+// One block per row: the largest value, ties to the lowest index (NaNs never win).
+absl::Status CanImplement(const ArgMaxParams& p);
+absl::Status LaunchArgMax(const ArgMaxParams& p, cudaStream_t stream);
 
 // --------------------------------------------------------------------------- attention
 // (attention.cu) kernels::PagedAttentionParams (device pointers; block_tables a device

@@ -639,6 +639,46 @@ TEST_F(BadCheckpointTest, GenerationStopsAtTheEosOfGenerationConfig) {
   EXPECT_EQ((*out)[0].tokens.size(), 10u);
 }
 
+// A step whose sampled sequences are all greedy returns each row's argmax (the sampler's
+// greedy pick: lowest id among equal maxima) and no logits; one non-greedy sequence brings
+// the logits back for every row.
+TEST(ModelForwardTest, AllGreedyStepReturnsTheArgmaxInsteadOfLogits) {
+  auto lm = LoadModelDir((ModelsDir() / "mixtral").string());
+  ASSERT_TRUE(lm.ok()) << lm.status();
+  Model& model = *lm->model;
+  const int V = model.config().vocab_size;
+  auto kv = KvCache::Create(model.backend(), model.KvShape(8));
+  ASSERT_TRUE(kv.ok());
+  const std::vector<std::vector<int32_t>> prompts = {{3, 4, 5}, {7, 8}, {9, 10, 11, 12}};
+  std::vector<std::vector<int32_t>> tables(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    ASSERT_TRUE(kv->pool->EnsureCapacity(&tables[i], prompts[i].size()));
+  }
+  auto step = [&](bool greedy_last) {
+    Batch batch;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      batch.AddSequence(prompts[i], 0, tables[i].data(), /*sample=*/i != 1);
+      batch.seqs.back().greedy = i != 2 || greedy_last;
+    }
+    ForwardOutput out;
+    EXPECT_TRUE(model.Forward(batch, *kv->storage, &out).ok());
+    return out;
+  };
+  const ForwardOutput mixed = step(false);
+  const ForwardOutput greedy = step(true);
+  ASSERT_EQ(mixed.rows_seq, (std::vector<int32_t>{0, 2}));
+  EXPECT_TRUE(mixed.tokens.empty());
+  ASSERT_EQ(mixed.logits.size(), 2u * V);
+  EXPECT_TRUE(greedy.logits.empty());
+  EXPECT_EQ(greedy.rows_seq, mixed.rows_seq);
+  ASSERT_EQ(greedy.tokens.size(), 2u);
+  for (int r = 0; r < 2; ++r) {
+    const float* row = mixed.logits.data() + static_cast<size_t>(r) * V;
+    const int32_t want = static_cast<int32_t>(std::max_element(row, row + V) - row);
+    EXPECT_EQ(greedy.tokens[r], want) << "row " << r;
+  }
+}
+
 TEST(ModelForwardTest, SeededSamplingIsReproducibleAndBatchIndependent) {
   auto lm = LoadModelDir((ModelsDir() / "qwen3_moe").string());
   ASSERT_TRUE(lm.ok()) << lm.status();

@@ -355,6 +355,28 @@ std::vector<OpCase> Cases() {
                        return a.Down(p.out, static_cast<size_t>(T) * Hq * D);
                      }});
   }
+  // Rows of a vocabulary's width with ties for the maximum (the lowest index wins) and a
+  // row whose maximum is the last entry.
+  cases.push_back({"argmax", 0.f, [](Arena& a, uint32_t seed) {
+                     const int rows = 9;
+                     const int64_t n = 50000;
+                     std::vector<float> x = Random(static_cast<size_t>(rows) * n, seed, 3.f);
+                     for (int r = 0; r < rows; ++r) {
+                       float* row = x.data() + r * n;
+                       if (r % 3 == 0) row[(r * 7919) % n] = row[(r * 104729) % n] = 100.f;
+                       if (r == 4) row[n - 1] = 200.f;
+                     }
+                     kernels::ArgMaxParams p;
+                     p.x = a.Up(x);
+                     p.rows = rows;
+                     p.n = n;
+                     p.ids = a.Up(std::vector<int32_t>(rows, -9));
+                     EXPECT_TRUE(a.backend().ArgMax(p).ok());
+                     std::vector<int32_t> ids(rows);
+                     EXPECT_TRUE(a.backend().Synchronize().ok());
+                     EXPECT_TRUE(a.backend().CopyToHost(ids.data(), p.ids, rows * 4).ok());
+                     return std::vector<float>(ids.begin(), ids.end());
+                   }});
   cases.push_back({"silu_mul", 1e-6f, [](Arena& a, uint32_t seed) {
                      const int rows = 13, inter = 700;
                      kernels::SiluMulParams p;
