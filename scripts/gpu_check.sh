@@ -10,7 +10,10 @@
 #   2. moe_gpu_bench: the MoE layer at Mixtral and OLMoE shapes against the copy bandwidth
 #      and bf16 GEMM rate it measures;
 #   3. engine_bench on a 4-layer OLMoE-shaped bf16 checkpoint written there (decode at
-#      batch 1 and 64 against those bounds), and serving_bench at 64 streams over gRPC.
+#      batch 1 and 64 against those bounds), and serving_bench at 64 streams over gRPC;
+#   4. where .gpu/vllm holds vLLM's fused_moe kernel (VLLM=1 scripts/gpu_pack.sh) and the
+#      image has torch and triton: that kernel on the same shapes, and the time ratio
+#      (tools/vllm_fused_moe_bench.py --compare).
 # Environment: BUILD (default build), SKIP_BENCH=1 (tests only). Exit status: the number
 # of steps that failed.
 set -uo pipefail
@@ -103,6 +106,16 @@ print(d['copy_bandwidth_gbps'], d['bf16_gemm_tflops'] * 1000)" 2>/dev/null)
     else
       failed=$((failed + 1))
       note "FAIL engine_bench: $(tail -2 "$out/engine_bench_cuda.txt" "$out/checkpoint.txt" 2>/dev/null)"
+    fi
+  fi
+  if [ -f .gpu/vllm/vllm_kernel.py ] && python3 -c 'import torch, triton' 2>/dev/null; then
+    if timeout 180 python3 tools/vllm_fused_moe_bench.py --run .gpu/vllm \
+        --output "$out/vllm_fused_moe.json" > "$out/vllm_fused_moe.txt" 2>&1; then
+      python3 tools/vllm_fused_moe_bench.py --compare "$out/moe_gpu_bench.json" \
+        "$out/vllm_fused_moe.json" | tee -a "$summary"
+    else
+      failed=$((failed + 1))
+      note "FAIL vllm_fused_moe_bench: $(tail -3 "$out/vllm_fused_moe.txt")"
     fi
   fi
 fi

@@ -6,6 +6,9 @@
 # .gpu/build.tar.xz. The device tool carries the working tree plus `.gpu` (64 MiB in all).
 # On the device, one command (the build's absolute paths, /work/main, are linked there):
 #   bash scripts/gpu_pack.sh --unpack && OUT=$OUT bash scripts/gpu_check.sh
+# With VLLM=1 it also downloads vLLM's wheel from PyPI (pip download, no install) and cuts
+# its fused_moe Triton kernel and H200 configs into .gpu/vllm/ for the comparison
+# (tools/vllm_fused_moe_bench.py; never committed).
 # Usage: scripts/gpu_pack.sh [BUILD_DIR]      (default build)
 #        scripts/gpu_pack.sh --unpack         (on the device)
 set -euo pipefail
@@ -55,6 +58,12 @@ done | sort -u | while read -r soname path; do
 done
 tar -cJf .gpu/build.tar.xz "${files[@]}" .gpu/lib
 rm -rf .gpu/lib
+if [ "${VLLM:-0}" = 1 ]; then
+  wheels=$(mktemp -d)
+  python3 -m pip download -q --no-deps --only-binary=:all: "vllm==${VLLM_VERSION:-0.9.2}" -d "$wheels"
+  python3 tools/vllm_fused_moe_bench.py --extract "$wheels"/vllm-*.whl .gpu/vllm
+  rm -rf "$wheels"
+fi
 du -sh .gpu/build.tar.xz
 total=$(du -sb .gpu | cut -f1)
 echo "gpu_pack: .gpu is $((total / 1048576)) MiB (the working tree adds its own; 64 MiB in all)"
