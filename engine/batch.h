@@ -36,6 +36,16 @@ struct BatchSequence {
   // Its row is only argmaxed (greedy decoding): when every sampled sequence of a step says
   // so, the step returns ForwardOutput::tokens and no logits.
   bool greedy = false;
+  // Or its token is drawn on the backend (kernels::SampleParams) with these parameters and
+  // this uniform draw in [0, 1) from its random stream. When every sampled sequence is
+  // greedy or drawn on the backend, the step returns ForwardOutput::tokens and no logits.
+  struct BackendSample {
+    bool on = false;
+    float temperature = 1.f;
+    int32_t top_k = 0;
+    float top_p = 1.f;
+    float uniform = 0.f;
+  } backend_sample;
   RoutingOverride routing;  // none: the model's own routing
 };
 
@@ -75,8 +85,9 @@ struct ForwardOutput {
   // Empty when every sampled sequence was greedy (then `tokens` has their picks).
   std::vector<float> logits;
   std::vector<int32_t> rows_seq;  // [R] sequence of each logits row
-  // [R] the argmax of each row (the lowest id among equal maxima), computed on the
-  // backend, when every sampled sequence was greedy and not Batch::all_logits; else empty.
+  // [R] each row's token picked on the backend (the argmax of a greedy row, the lowest id
+  // among equal maxima; a backend draw otherwise), when every sampled sequence was greedy
+  // or drawn on the backend and not Batch::all_logits; else empty.
   std::vector<int32_t> tokens;
   // [num_layers, E] tokens routed to each expert in this step (zeros for dense layers).
   std::vector<int32_t> expert_tokens;

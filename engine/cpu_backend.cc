@@ -159,6 +159,7 @@ MOE_CPU_OP(Dispatch, kernels::DispatchParams)
 MOE_CPU_OP(ExpertFfn, kernels::ExpertFfnParams)
 MOE_CPU_OP(Combine, kernels::CombineParams)
 MOE_CPU_OP(ArgMax, kernels::ArgMaxParams)
+MOE_CPU_OP(Sample, kernels::SampleParams)
 #undef MOE_CPU_OP
 
 absl::Status CpuBackend::LinearBatch(std::span<const kernels::LinearParams> p) {

@@ -43,6 +43,7 @@ class CpuBackend final : public Backend {
   absl::Status ExpertFfn(const kernels::ExpertFfnParams& p) override;
   absl::Status Combine(const kernels::CombineParams& p) override;
   absl::Status ArgMax(const kernels::ArgMaxParams& p) override;
+  absl::Status Sample(const kernels::SampleParams& p) override;
 };
 
 }  // namespace moe

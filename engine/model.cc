@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -125,6 +126,11 @@ struct StepArrays {
   const int32_t* weak_rank = nullptr;            // [T] when any sequence overrides routing
   const int32_t* route_top_k = nullptr;          // [T]
   const float* route_top_p = nullptr;            // [T]
+  // [R] each, when the step's tokens are drawn on the backend: kernels::SampleParams.
+  const float* sample_temperature = nullptr;
+  const int32_t* sample_top_k = nullptr;
+  const float* sample_top_p = nullptr;
+  const float* sample_uniform = nullptr;
 };
 
 }  // namespace
@@ -141,14 +147,15 @@ struct Model::Impl {
   std::vector<std::byte> staging;  // the step's arrays, packed on the host
   Buffer plan_copies;              // pinned: every MoE layer's plan, copied for the counts
   uint64_t plan_generation = 0;    // counts plan_copies' reallocations
-  // Recorded decode steps (CUDA graphs), by (tokens, block-table capacity).
+  // Recorded decode steps (CUDA graphs).
   struct StepGraph {
     std::unique_ptr<OpGraph> graph;
     uint64_t generation = 0;  // Impl::generation() when recorded
     int seen = 0;             // eager runs of this shape
     bool failed = false;      // recording failed: the shape runs eagerly
   };
-  std::map<std::pair<int, int>, StepGraph> graphs;
+  // By (tokens, block-table capacity, sampled on the backend).
+  std::map<std::tuple<int, int, bool>, StepGraph> graphs;
   int64_t graph_replays = 0, graph_failures = 0;
   const bool graphs_enabled = [] {
     const char* v = std::getenv("MOE_CUDA_GRAPHS");
@@ -156,7 +163,7 @@ struct Model::Impl {
   }();
 
   absl::Status CheckBatch(const Batch& batch, const KvStorage& kv) const;
-  absl::StatusOr<StepArrays> Stage(const Batch& batch, bool routing, int block_size,
+  absl::StatusOr<StepArrays> Stage(const Batch& batch, bool routing, bool sampling, int block_size,
                                    int table_capacity);
   uint64_t generation() const {
     return ws->generation() + moe_ws->generation() + backend->scratch_generation() +
@@ -230,8 +237,8 @@ absl::Status Model::Impl::CheckBatch(const Batch& batch, const KvStorage& kv) co
 
 // table_capacity > 0 pads every block table to that many entries (a recorded decode graph
 // needs the same layout at every step); 0 packs each as long as its sequence needs.
-absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, int B,
-                                              int table_capacity) {
+absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, bool sampling,
+                                              int B, int table_capacity) {
   const size_t T = batch.token_ids.size(), S = batch.seqs.size(), R = logit_rows.size();
   // Layout: the S table pointers (8-byte aligned at the start), then int32 arrays: the
   // tables' entries, token ids, positions, token_seq, logit rows, then the routing arrays.
@@ -246,7 +253,9 @@ absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, 
   const size_t ids_at = n32, pos_at = ids_at + T, seq_at = pos_at + T, rows_at = seq_at + T;
   const size_t weak_at = rows_at + R, topk_at = weak_at + (routing ? T : 0);
   const size_t topp_at = topk_at + (routing ? T : 0);
-  n32 = topp_at + (routing ? T : 0);
+  const size_t temp_at = topp_at + (routing ? T : 0), stopk_at = temp_at + (sampling ? R : 0);
+  const size_t stopp_at = stopk_at + (sampling ? R : 0), u_at = stopp_at + (sampling ? R : 0);
+  n32 = u_at + (sampling ? R : 0);
   const size_t ptr_bytes = S * sizeof(int32_t*);
   const size_t bytes = ptr_bytes + n32 * sizeof(int32_t);
   staging.assign(bytes, std::byte{0});
@@ -285,6 +294,23 @@ absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, 
     st.weak_rank = at(weak_at);
     st.route_top_k = at(topk_at);
     st.route_top_p = reinterpret_cast<const float*>(at(topp_at));
+  }
+  if (sampling) {
+    // The rows' parameters in logit-row order; a greedy row gets temperature 0.
+    for (size_t r = 0; r < R; ++r) {
+      const BatchSequence& seq = batch.seqs[batch.token_seq[logit_rows[r]]];
+      const BatchSequence::BackendSample& b = seq.backend_sample;
+      const float temperature = b.on ? b.temperature : 0.f;
+      const float top_p = b.on ? b.top_p : 1.f;
+      std::memcpy(i32 + temp_at + r, &temperature, sizeof(float));
+      i32[stopk_at + r] = b.on ? b.top_k : 0;
+      std::memcpy(i32 + stopp_at + r, &top_p, sizeof(float));
+      std::memcpy(i32 + u_at + r, &b.uniform, sizeof(float));
+    }
+    st.sample_temperature = reinterpret_cast<const float*>(at(temp_at));
+    st.sample_top_k = at(stopk_at);
+    st.sample_top_p = reinterpret_cast<const float*>(at(stopp_at));
+    st.sample_uniform = reinterpret_cast<const float*>(at(u_at));
   }
   if (!host) MOE_RETURN_IF_ERROR(backend->CopyToBackend(base, staging.data(), bytes));
   return st;
@@ -578,7 +604,17 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   table_capacity =
       decode ? static_cast<int>(std::bit_ceil(static_cast<unsigned>(std::max(table_capacity, 8))))
              : 0;
-  MOE_ASSIGN_OR_RETURN(const StepArrays st, m.Stage(batch, any_override, B, table_capacity));
+  // Every sampled row greedy: the backend argmaxes them. Every one greedy or drawn on the
+  // backend, with some drawn: the backend samples them. Either way only the ids come back.
+  bool argmax_only = R > 0 && !batch.all_logits, backend_sampled = false;
+  for (const BatchSequence& seq : batch.seqs) {
+    if (!seq.sample) continue;
+    argmax_only = argmax_only && (seq.greedy || seq.backend_sample.on);
+    backend_sampled = backend_sampled || seq.backend_sample.on;
+  }
+  const bool sample_on_backend = argmax_only && backend_sampled;
+  MOE_ASSIGN_OR_RETURN(const StepArrays st,
+                       m.Stage(batch, any_override, sample_on_backend, B, table_capacity));
   if (any_override) {
     routing.slots = std::max(routing.slots, cfg.top_k);
     routing.weak_rank = st.weak_rank;
@@ -604,11 +640,6 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     if (any_override) plan.ids = plan.offsets + E + 1;
     return plan;
   };
-
-  // Every sampled row greedy: the backend argmaxes them, and only the ids come back.
-  bool argmax_only = R > 0 && !batch.all_logits;
-  for (const BatchSequence& seq : batch.seqs)
-    argmax_only = argmax_only && (!seq.sample || seq.greedy);
 
   // The step's ops, from the embedding to the LM head (and the argmax), with no wait for
   // the host on a device, so they can be recorded. The logits land in out->logits where
@@ -664,14 +695,17 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     if (!host) {
       MOE_ASSIGN_OR_RETURN(ids, m.ws->Get<int32_t>(kArgMax, R));
     }
-    return be.ArgMax({logits, R, V, ids});
+    if (!sample_on_backend) return be.ArgMax({logits, R, V, ids});
+    return be.Sample({logits, R, V, st.sample_temperature, st.sample_top_k, st.sample_top_p,
+                      st.sample_uniform, ids});
   };
 
   // At most kMaxStepGraphs shapes are kept; others run eagerly.
   constexpr size_t kMaxStepGraphs = 64;
   Impl::StepGraph* graph = nullptr;
-  if (decode && (m.graphs.size() < kMaxStepGraphs || m.graphs.count({T, table_capacity}) > 0)) {
-    graph = &m.graphs[{T, table_capacity}];
+  if (decode && (m.graphs.size() < kMaxStepGraphs ||
+                 m.graphs.count({T, table_capacity, sample_on_backend}) > 0)) {
+    graph = &m.graphs[{T, table_capacity, sample_on_backend}];
   }
   if (graph != nullptr && graph->graph != nullptr && graph->generation == m.generation()) {
     MOE_RETURN_IF_ERROR(graph->graph->Replay());

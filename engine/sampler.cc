@@ -35,6 +35,11 @@ int32_t ArgMax(std::span<const float> logits) {
 
 }  // namespace
 
+float Sampler::NextUniform() {
+  // 24 random bits: every value is a float in [0, 1), never 1.
+  return static_cast<float>(rng_() >> 40) * (1.f / 16777216.f);
+}
+
 int32_t Sampler::Sample(std::span<const float> logits) {
   const int V = static_cast<int>(logits.size());
   if (params_.greedy()) return ArgMax(logits);

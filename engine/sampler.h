@@ -38,6 +38,10 @@ class Sampler {
   // bounded heap, top_p sorts only the entries of the binary-exponent buckets it reaches,
   // and the plain softmax draws in id order.
   int32_t Sample(std::span<const float> logits);
+  // A uniform draw in [0, 1) from this sampler's random stream, for a token drawn on the
+  // backend (kernels::SampleParams) instead of by Sample.
+  float NextUniform();
+  const SamplingParams& params() const { return params_; }
 
  private:
   int32_t DrawFromSorted(int n, double sum);

@@ -145,6 +145,29 @@ struct ArgMaxParams {
   int32_t* ids = nullptr;  // [rows] out
 };
 
+// One token drawn per row on the backend (sampling on the device), each row with its own
+// parameters and a uniform draw u in [0, 1) from its sequence's random stream:
+//  - temperature below 1e-5: the row's ArgMax;
+//  - else z = x / temperature; top_k in (0, n) keeps the entries whose z is at least the
+//    k-th largest z (ties at the cut are all kept); top_p < 1 then keeps, of those, the
+//    entries whose z is at least the largest cut c with softmax mass (over the kept
+//    entries) of {z >= c} reaching top_p (ties at the cut are all kept);
+//  - the token is the lowest index i with sum_{kept j <= i} e^(z_j - max z) greater than
+//    u times the kept entries' sum, in index order (the last kept entry if rounding
+//    leaves none).
+// The CPU and CUDA kernels find the cuts by bisection over the floats' order (exact) and
+// differ only in the rounding of the exponentials' sums.
+struct SampleParams {
+  const float* x = nullptr;  // [rows, n] logits
+  int rows = 0;
+  int64_t n = 0;
+  const float* temperature = nullptr;  // [rows]
+  const int32_t* top_k = nullptr;      // [rows]; 0: no top-k cut
+  const float* top_p = nullptr;        // [rows]; 1: no nucleus cut
+  const float* uniform = nullptr;      // [rows] in [0, 1)
+  int32_t* ids = nullptr;              // [rows] out
+};
+
 // ------------------------------------------------------------------------ attention, KV
 
 // The paged KV cache of one layer, in blocks of B token slots, each head's part of a block

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/status_macros.h"
 #include "engine/sampler.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cpu/parallel.h"
 #include "scheduler/kv_lease.h"
 #include "scheduler/policy.h"
@@ -254,6 +255,7 @@ bool StepLoop::Step() {
   if (plan.items.empty()) return false;
 
   Batch batch;
+  const bool sample_on_device = m.lm->model->backend().compute_memory() == MemoryKind::kDevice;
   std::vector<Sequence*> in_batch;  // by plan item
   std::vector<Sequence*> of_row;    // by batch sequence: an SCMoE pair has two
   const SteadyTime now = Clock::now();
@@ -266,9 +268,15 @@ bool StepLoop::Step() {
     seq->lease.EnsureCapacity(upto);
     if (!seq->first_scheduled) seq->first_scheduled = now;
     batch.AddSequence(chunk, seq->num_computed, seq->lease.data(), item.sample, seq->req.routing);
-    // A greedy row needs only its argmax (computed on the backend); a pair's rows are
-    // combined first, so they need their logits.
-    batch.seqs.back().greedy = seq->req.sampling.greedy() && !seq->pair();
+    // A greedy row needs only its argmax (computed on the backend); on a device the other
+    // rows are drawn there too (with a uniform from the sequence's own stream). A pair's
+    // rows are combined first, so they need their logits.
+    BatchSequence& bs = batch.seqs.back();
+    bs.greedy = seq->req.sampling.greedy() && !seq->pair();
+    if (sample_on_device && item.sample && !seq->pair() && !bs.greedy) {
+      const SamplingParams& sp = seq->req.sampling;
+      bs.backend_sample = {true, sp.temperature, sp.top_k, sp.top_p, seq->sampler.NextUniform()};
+    }
     of_row.push_back(seq);
     if (seq->pair()) {
       // The weak sequence right after its strong one: same tokens, its own KV, rank-r
@@ -302,11 +310,12 @@ bool StepLoop::Step() {
   struct Job {
     Sequence* seq;
     int row;
+    const BatchSequence* in_batch;
   };
   std::vector<Job> jobs;
   for (int r = 0; r < static_cast<int>(out.rows_seq.size()); ++r) {
     Sequence* seq = of_row[out.rows_seq[r]];
-    jobs.push_back({seq, r});
+    jobs.push_back({seq, r, &batch.seqs[out.rows_seq[r]]});
     if (seq->pair()) ++r;  // its weak row
   }
   const int num_jobs = static_cast<int>(jobs.size());
@@ -317,8 +326,21 @@ bool StepLoop::Step() {
   };
   kernels::cpu::ParallelTasks(num_jobs, [&](int j) {
     Sequence& seq = *jobs[j].seq;
-    if (!out.tokens.empty()) {  // every row greedy: the backend's argmax
+    if (!out.tokens.empty()) {  // every row greedy or drawn on the backend
       m.sampled[j] = out.tokens[jobs[j].row];
+      return;
+    }
+    if (const BatchSequence::BackendSample& b = jobs[j].in_batch->backend_sample; b.on) {
+      // Meant for the backend, but the step brought logits back (an SCMoE pair shared
+      // it): the same draw with the backend op's reference, so the token does not depend
+      // on the batch.
+      const std::span<const float> logits = row(jobs[j].row);
+      int32_t id = 0;
+      const kernels::SampleParams sp{logits.data(),  1,        static_cast<int64_t>(V),
+                                     &b.temperature, &b.top_k, &b.top_p,
+                                     &b.uniform,     &id};
+      kernels::cpu::Sample(sp);
+      m.sampled[j] = id;
       return;
     }
     if (!seq.pair()) {

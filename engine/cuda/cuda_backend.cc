@@ -191,6 +191,9 @@ class CudaBackend final : public Backend {
   absl::Status ArgMax(const kernels::ArgMaxParams& p) override {
     return cuda::LaunchArgMax(p, stream_);
   }
+  absl::Status Sample(const kernels::SampleParams& p) override {
+    return cuda::LaunchSample(p, stream_);
+  }
   absl::Status SigmoidGatedAdd(const kernels::SigmoidGatedAddParams& p) override {
     return cuda::LaunchSigmoidGatedAdd(p, stream_);
   }

@@ -185,6 +185,88 @@ void ArgMax(const ArgMaxParams& p) {
   });
 }
 
+absl::Status CanImplement(const SampleParams& p) {
+  if (p.rows < 0 || p.n < 1 || p.n > INT32_MAX) {
+    return absl::InvalidArgumentError("sample: bad shape");
+  }
+  if (p.rows > 0 && (p.x == nullptr || p.temperature == nullptr || p.top_k == nullptr ||
+                     p.top_p == nullptr || p.uniform == nullptr || p.ids == nullptr)) {
+    return absl::InvalidArgumentError("sample: null buffer");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// The largest key c with count(key >= c) >= k among keys[i] >= floor_key.
+template <typename Weight>
+uint32_t BisectCut(const std::vector<uint32_t>& keys, uint32_t floor_key, Weight weight,
+                   double target) {
+  uint32_t cut = 0;
+  for (int bit = 31; bit >= 0; --bit) {
+    const uint32_t candidate = cut | (1u << bit);
+    double mass = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (keys[i] >= candidate && keys[i] >= floor_key) mass += weight(i);
+    }
+    if (mass >= target) cut = candidate;
+  }
+  return cut;
+}
+
+}  // namespace
+
+void Sample(const SampleParams& p) {
+  std::vector<uint32_t> keys(p.n);
+  std::vector<double> e(p.n);
+  for (int r = 0; r < p.rows; ++r) {
+    const float* x = p.x + r * p.n;
+    const float t = p.temperature[r];
+    if (!(t >= 1e-5f)) {
+      p.ids[r] = ArgMaxRow(x, p.n);
+      continue;
+    }
+    const float inv_t = 1.f / t;
+    float zmax = -INFINITY;
+    for (int64_t i = 0; i < p.n; ++i) {
+      const float z = x[i] * inv_t;
+      keys[i] = OrderKey(z);
+      zmax = std::max(zmax, z);
+    }
+    uint32_t floor_key = 0;
+    const int32_t k = p.top_k[r];
+    if (k > 0 && k < p.n) {
+      floor_key = BisectCut(
+          keys, 0, [](size_t) { return 1.0; }, k);
+    }
+    for (int64_t i = 0; i < p.n; ++i) {
+      e[i] = keys[i] >= floor_key ? std::exp(static_cast<double>(x[i] * inv_t - zmax)) : 0.0;
+    }
+    if (p.top_p[r] < 1.f) {
+      double total = 0;
+      for (int64_t i = 0; i < p.n; ++i) total += e[i];
+      floor_key = std::max(
+          floor_key, BisectCut(
+                         keys, floor_key, [&](size_t i) { return e[i]; }, p.top_p[r] * total));
+      for (int64_t i = 0; i < p.n; ++i) {
+        if (keys[i] < floor_key) e[i] = 0.0;
+      }
+    }
+    double sum = 0;
+    for (int64_t i = 0; i < p.n; ++i) sum += e[i];
+    const double target = p.uniform[r] * sum;
+    int32_t pick = -1, last = 0;
+    double run = 0;
+    for (int64_t i = 0; i < p.n && pick < 0; ++i) {
+      if (e[i] == 0.0) continue;
+      last = static_cast<int32_t>(i);
+      run += e[i];
+      if (run > target) pick = static_cast<int32_t>(i);
+    }
+    p.ids[r] = pick >= 0 ? pick : last;
+  }
+}
+
 void Clamp(const ClampParams& p) {
   for (int64_t i = 0; i < p.n; ++i) p.x[i] = std::clamp(p.x[i], -p.limit, p.limit);
 }

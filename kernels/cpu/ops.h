@@ -42,6 +42,16 @@ float MaxRow(const float* x, int64_t n);
 int32_t ArgMaxRow(const float* x, int64_t n);
 
 absl::Status CanImplement(const ArgMaxParams& p);
+absl::Status CanImplement(const SampleParams& p);
+// The reference of kernels::SampleParams (the CUDA kernel's oracle).
+void Sample(const SampleParams& p);
+// A float's position in the order of floats as an unsigned key (-0 below +0; NaNs at the
+// ends), so cuts can be found by bisection on the key's bits.
+inline uint32_t OrderKey(float f) {
+  uint32_t u;
+  __builtin_memcpy(&u, &f, sizeof(u));
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
 // ArgMaxRow of every row, rows split between the threads.
 void ArgMax(const ArgMaxParams& p);
 

@@ -189,6 +189,10 @@ absl::Status LaunchSigmoidGatedAdd(const SigmoidGatedAddParams& p, cudaStream_t 
 // One block per row: the largest value, ties to the lowest index (NaNs never win).
 absl::Status CanImplement(const ArgMaxParams& p);
 absl::Status LaunchArgMax(const ArgMaxParams& p, cudaStream_t stream);
+// (sampling.cu) kernels::SampleParams: one block of 1024 threads per row; the cuts by
+// bisection, the weights and sums in double like the CPU reference.
+absl::Status CanImplement(const SampleParams& p);
+absl::Status LaunchSample(const SampleParams& p, cudaStream_t stream);
 
 // --------------------------------------------------------------------------- attention
 // (attention.cu) kernels::PagedAttentionParams (device pointers; block_tables a device

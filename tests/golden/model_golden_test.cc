@@ -23,6 +23,7 @@
 #include "engine/loader.h"
 #include "engine/safetensors.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/ops.h"
 #include "scheduler/batch_runner.h"
 
 namespace moe {
@@ -639,30 +640,52 @@ TEST_F(BadCheckpointTest, GenerationStopsAtTheEosOfGenerationConfig) {
   EXPECT_EQ((*out)[0].tokens.size(), 10u);
 }
 
+// Three prompts prefilled in one step on a fixture, each step's batch marked by `mark`
+// (batch, prompt index) after its sequence is added.
+class ThreePromptStep {
+ public:
+  explicit ThreePromptStep(const std::string& fixture) {
+    auto lm = LoadModelDir((ModelsDir() / fixture).string());
+    EXPECT_TRUE(lm.ok()) << lm.status();
+    lm_ = *std::move(lm);
+    auto kv = KvCache::Create(model().backend(), model().KvShape(8));
+    EXPECT_TRUE(kv.ok());
+    kv_ = *std::move(kv);
+    for (size_t i = 0; i < prompts_.size(); ++i) {
+      EXPECT_TRUE(kv_.pool->EnsureCapacity(&tables_[i], prompts_[i].size()));
+    }
+  }
+  Model& model() { return *lm_.model; }
+  int vocab() { return model().config().vocab_size; }
+  ForwardOutput Step(const std::function<void(BatchSequence&, size_t)>& mark) {
+    Batch batch;
+    for (size_t i = 0; i < prompts_.size(); ++i) {
+      batch.AddSequence(prompts_[i], 0, tables_[i].data(), /*sample=*/true);
+      mark(batch.seqs.back(), i);
+    }
+    ForwardOutput out;
+    EXPECT_TRUE(model().Forward(batch, *kv_.storage, &out).ok());
+    return out;
+  }
+
+ private:
+  LoadedModel lm_;
+  KvCache kv_;
+  std::vector<std::vector<int32_t>> prompts_ = {{3, 4, 5}, {7, 8}, {9, 10, 11, 12}};
+  std::vector<std::vector<int32_t>> tables_ = std::vector<std::vector<int32_t>>(3);
+};
+
 // A step whose sampled sequences are all greedy returns each row's argmax (the sampler's
 // greedy pick: lowest id among equal maxima) and no logits; one non-greedy sequence brings
 // the logits back for every row.
 TEST(ModelForwardTest, AllGreedyStepReturnsTheArgmaxInsteadOfLogits) {
-  auto lm = LoadModelDir((ModelsDir() / "mixtral").string());
-  ASSERT_TRUE(lm.ok()) << lm.status();
-  Model& model = *lm->model;
-  const int V = model.config().vocab_size;
-  auto kv = KvCache::Create(model.backend(), model.KvShape(8));
-  ASSERT_TRUE(kv.ok());
-  const std::vector<std::vector<int32_t>> prompts = {{3, 4, 5}, {7, 8}, {9, 10, 11, 12}};
-  std::vector<std::vector<int32_t>> tables(prompts.size());
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    ASSERT_TRUE(kv->pool->EnsureCapacity(&tables[i], prompts[i].size()));
-  }
+  ThreePromptStep f("mixtral");
+  const int V = f.vocab();
   auto step = [&](bool greedy_last) {
-    Batch batch;
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      batch.AddSequence(prompts[i], 0, tables[i].data(), /*sample=*/i != 1);
-      batch.seqs.back().greedy = i != 2 || greedy_last;
-    }
-    ForwardOutput out;
-    EXPECT_TRUE(model.Forward(batch, *kv->storage, &out).ok());
-    return out;
+    return f.Step([&](BatchSequence& seq, size_t i) {
+      seq.sample = i != 1;
+      seq.greedy = i != 2 || greedy_last;
+    });
   };
   const ForwardOutput mixed = step(false);
   const ForwardOutput greedy = step(true);
@@ -676,6 +699,38 @@ TEST(ModelForwardTest, AllGreedyStepReturnsTheArgmaxInsteadOfLogits) {
     const float* row = mixed.logits.data() + static_cast<size_t>(r) * V;
     const int32_t want = static_cast<int32_t>(std::max_element(row, row + V) - row);
     EXPECT_EQ(greedy.tokens[r], want) << "row " << r;
+  }
+}
+
+// Tokens drawn on the backend (kernels::SampleParams): the step's ids are the reference
+// draw on its own logits with each sequence's parameters and uniform, greedy rows mixed in.
+TEST(ModelForwardTest, BackendSampledStepGivesTheReferenceDraw) {
+  ThreePromptStep f("olmoe");
+  const int V = f.vocab();
+  const BatchSequence::BackendSample draws[] = {
+      {true, 0.8f, 5, 1.f, 0.31f}, {false, 1.f, 0, 1.f, 0.f}, {true, 1.2f, 0, 0.9f, 0.77f}};
+  const ForwardOutput logits = f.Step([](BatchSequence&, size_t) {});
+  const ForwardOutput drawn = f.Step([&](BatchSequence& seq, size_t i) {
+    seq.greedy = !draws[i].on;
+    seq.backend_sample = draws[i];
+  });
+  ASSERT_EQ(logits.logits.size(), 3u * V);
+  EXPECT_TRUE(drawn.logits.empty());
+  ASSERT_EQ(drawn.tokens.size(), 3u);
+  for (int r = 0; r < 3; ++r) {
+    const BatchSequence::BackendSample& d = draws[r];
+    const float temperature = d.on ? d.temperature : 0.f;
+    int32_t want = -1;
+    const kernels::SampleParams sp{logits.logits.data() + static_cast<size_t>(r) * V,
+                                   1,
+                                   V,
+                                   &temperature,
+                                   &d.top_k,
+                                   &d.top_p,
+                                   &d.uniform,
+                                   &want};
+    kernels::cpu::Sample(sp);
+    EXPECT_EQ(drawn.tokens[r], want) << "row " << r;
   }
 }
 

@@ -377,6 +377,34 @@ std::vector<OpCase> Cases() {
                      EXPECT_TRUE(a.backend().CopyToHost(ids.data(), p.ids, rows * 4).ok());
                      return std::vector<float>(ids.begin(), ids.end());
                    }});
+  // Rows drawn on the backend: greedy, plain, top-k, top-p, both; ids exact (the two
+  // kernels sum the weights in double in different orders, which moves a draw only when
+  // u lands within rounding of a boundary).
+  cases.push_back({"sample", 0.f, [](Arena& a, uint32_t seed) {
+                     const int rows = 8;
+                     const int64_t n = 32000;
+                     const std::vector<float> x = Random(static_cast<size_t>(rows) * n, seed, 4.f);
+                     const std::vector<float> t = {0.f, 1.f, 0.7f, 1.3f, 1.f, 0.5f, 2.f, 1.f};
+                     const std::vector<int32_t> k = {0, 0, 50, 0, 1, 40, 0, 7};
+                     const std::vector<float> p = {1.f, 1.f, 1.f, 0.9f, 1.f, 0.8f, 0.3f, 0.95f};
+                     std::vector<float> u(rows);
+                     std::mt19937 rng(seed);
+                     for (float& v : u) v = std::uniform_real_distribution<float>(0.f, 1.f)(rng);
+                     kernels::SampleParams sp;
+                     sp.x = a.Up(x);
+                     sp.rows = rows;
+                     sp.n = n;
+                     sp.temperature = a.Up(t);
+                     sp.top_k = a.Up(k);
+                     sp.top_p = a.Up(p);
+                     sp.uniform = a.Up(u);
+                     sp.ids = a.Up(std::vector<int32_t>(rows, -9));
+                     EXPECT_TRUE(a.backend().Sample(sp).ok());
+                     std::vector<int32_t> ids(rows);
+                     EXPECT_TRUE(a.backend().Synchronize().ok());
+                     EXPECT_TRUE(a.backend().CopyToHost(ids.data(), sp.ids, rows * 4).ok());
+                     return std::vector<float>(ids.begin(), ids.end());
+                   }});
   cases.push_back({"silu_mul", 1e-6f, [](Arena& a, uint32_t seed) {
                      const int rows = 13, inter = 700;
                      kernels::SiluMulParams p;

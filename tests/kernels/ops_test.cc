@@ -165,5 +165,83 @@ TEST(RopeTest, RotatesPairsByPosition) {
   EXPECT_NEAR(x[3], std::sin(0.02f), 1e-6);
 }
 
+// The device sampling op's reference (kernels::SampleParams): one row drawn at many
+// uniforms in [0, 1). Returns how often each id came out.
+std::vector<int> SampleCounts(const std::vector<float>& logits, float temperature, int top_k,
+                              float top_p, int draws) {
+  const int64_t n = static_cast<int64_t>(logits.size());
+  std::vector<float> t(draws, temperature), p(draws, top_p), u(draws);
+  std::vector<int32_t> k(draws, top_k), ids(draws, -1);
+  std::vector<float> x;
+  for (int d = 0; d < draws; ++d) {
+    u[d] = (d + 0.5f) / draws;  // an even grid: counts follow the kept probabilities
+    x.insert(x.end(), logits.begin(), logits.end());
+  }
+  SampleParams sp{x.data(), draws, n, t.data(), k.data(), p.data(), u.data(), ids.data()};
+  EXPECT_TRUE(CanImplement(sp).ok());
+  Sample(sp);
+  std::vector<int> counts(n, 0);
+  for (int32_t id : ids) {
+    EXPECT_GE(id, 0);
+    EXPECT_LT(id, n);
+    if (id >= 0 && id < n) ++counts[id];
+  }
+  return counts;
+}
+
+TEST(SampleTest, GreedyBelowTheTemperatureFloorIsTheArgmaxWithTiesToTheLowerId) {
+  const std::vector<float> logits = {0.f, 3.f, -1.f, 3.f, 2.f};
+  const std::vector<int> counts = SampleCounts(logits, 0.f, 0, 1.f, 10);
+  EXPECT_EQ(counts[1], 10);
+}
+
+TEST(SampleTest, DrawsFollowTheSoftmaxOfTheTemperedLogits) {
+  const std::vector<float> logits = {1.f, 2.f, 0.f, 3.f};
+  const float temperature = 2.f;
+  const int draws = 100000;
+  const std::vector<int> counts = SampleCounts(logits, temperature, 0, 1.f, draws);
+  double z = 0;
+  for (float l : logits) z += std::exp(l / temperature);
+  for (size_t i = 0; i < logits.size(); ++i) {
+    const double want = std::exp(logits[i] / temperature) / z;
+    EXPECT_NEAR(counts[i] / double{draws}, want, 2.0 / draws) << "id " << i;
+  }
+}
+
+TEST(SampleTest, TopKKeepsTheKLargestAndTiesAtTheCut) {
+  const std::vector<float> logits = {5.f, 1.f, 4.f, 4.f, 0.f, 3.f};
+  // k = 2: 5 and the tie at 4 (both kept).
+  const std::vector<int> two = SampleCounts(logits, 1.f, 2, 1.f, 3000);
+  EXPECT_GT(two[0], 0);
+  EXPECT_GT(two[2], 0);
+  EXPECT_GT(two[3], 0);
+  EXPECT_EQ(two[1] + two[4] + two[5], 0);
+  const std::vector<int> one = SampleCounts(logits, 1.f, 1, 1.f, 100);
+  EXPECT_EQ(one[0], 100);
+}
+
+TEST(SampleTest, TopPKeepsTheSmallestPrefixReachingTheMass) {
+  // Probabilities 0.5, 0.25, 0.125, 0.125 (in that order of size).
+  const std::vector<float> logits = {std::log(0.125f), std::log(0.5f), std::log(0.25f),
+                                     std::log(0.125f) - 1e-3f};
+  // 0.7: 0.5 + 0.25 reaches it; the rest is cut and the two kept renormalise to 2/3, 1/3.
+  const int draws = 30000;
+  const std::vector<int> counts = SampleCounts(logits, 1.f, 0, 0.7f, draws);
+  EXPECT_EQ(counts[0] + counts[3], 0);
+  EXPECT_NEAR(counts[1] / double{draws}, 2.0 / 3, 2.0 / draws);
+  EXPECT_NEAR(counts[2] / double{draws}, 1.0 / 3, 2.0 / draws);
+  // 0.5 exactly: the largest alone reaches it.
+  EXPECT_EQ(SampleCounts(logits, 1.f, 0, 0.5f, 50)[1], 50);
+}
+
+TEST(SampleTest, RefusesMissingBuffers) {
+  SampleParams p;
+  p.rows = 1;
+  p.n = 4;
+  EXPECT_FALSE(CanImplement(p).ok());
+  p.n = 0;
+  EXPECT_FALSE(CanImplement(p).ok());
+}
+
 }  // namespace
 }  // namespace moe::kernels::cpu
