@@ -140,6 +140,7 @@ class Backend {
   virtual absl::Status Combine(const kernels::CombineParams& p) = 0;
   virtual absl::Status ArgMax(const kernels::ArgMaxParams& p) = 0;
   virtual absl::Status Sample(const kernels::SampleParams& p) = 0;
+  virtual absl::Status SelfContrastRows(const kernels::SelfContrastRowsParams& p) = 0;
 };
 
 // The CPU backend: kernels/cpu on the instruction set kernels/cpu/isa.h chose.

@@ -46,6 +46,16 @@ struct BatchSequence {
     float top_p = 1.f;
     float uniform = 0.f;
   } backend_sample;
+  // SCMoE on the backend: this (strong) sequence's sampled row becomes the self-contrast
+  // scores of it and the next sequence's row (its weak pass, also sampled) before the
+  // draw (kernels::SelfContrastRowsParams; the weak row's own pick is meaningless).
+  struct BackendContrast {
+    bool on = false;
+    float temperature = 0.f;  // the request's; <= 0 (greedy) scales by 1
+    float alpha = 0.1f;
+    float beta = 0.5f;
+    bool ban_eos = false;
+  } backend_contrast;
   RoutingOverride routing;  // none: the model's own routing
 };
 

@@ -160,6 +160,7 @@ MOE_CPU_OP(ExpertFfn, kernels::ExpertFfnParams)
 MOE_CPU_OP(Combine, kernels::CombineParams)
 MOE_CPU_OP(ArgMax, kernels::ArgMaxParams)
 MOE_CPU_OP(Sample, kernels::SampleParams)
+MOE_CPU_OP(SelfContrastRows, kernels::SelfContrastRowsParams)
 #undef MOE_CPU_OP
 
 absl::Status CpuBackend::LinearBatch(std::span<const kernels::LinearParams> p) {

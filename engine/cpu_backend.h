@@ -44,6 +44,7 @@ class CpuBackend final : public Backend {
   absl::Status Combine(const kernels::CombineParams& p) override;
   absl::Status ArgMax(const kernels::ArgMaxParams& p) override;
   absl::Status Sample(const kernels::SampleParams& p) override;
+  absl::Status SelfContrastRows(const kernels::SelfContrastRowsParams& p) override;
 };
 
 }  // namespace moe

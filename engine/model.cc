@@ -131,6 +131,15 @@ struct StepArrays {
   const int32_t* sample_top_k = nullptr;
   const float* sample_top_p = nullptr;
   const float* sample_uniform = nullptr;
+  // SCMoE pairs combined on the backend: kernels::SelfContrastRowsParams.
+  int contrast_pairs = 0;
+  const int32_t* contrast_strong = nullptr;
+  const int32_t* contrast_weak = nullptr;
+  const float* contrast_inv_t = nullptr;
+  const float* contrast_log_alpha = nullptr;
+  const float* contrast_beta = nullptr;
+  const int32_t* contrast_ban_eos = nullptr;
+  const int32_t* eos_ids = nullptr;
 };
 
 }  // namespace
@@ -255,7 +264,25 @@ absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, 
   const size_t topp_at = topk_at + (routing ? T : 0);
   const size_t temp_at = topp_at + (routing ? T : 0), stopk_at = temp_at + (sampling ? R : 0);
   const size_t stopp_at = stopk_at + (sampling ? R : 0), u_at = stopp_at + (sampling ? R : 0);
-  n32 = u_at + (sampling ? R : 0);
+  // SCMoE pairs: the logit rows of each strong sequence and of the weak one after it.
+  std::vector<int32_t> strong, weak;
+  if (sampling) {
+    std::vector<int32_t> row_of(S, -1);
+    for (size_t r = 0; r < R; ++r) row_of[batch.token_seq[logit_rows[r]]] = static_cast<int32_t>(r);
+    for (size_t s = 0; s < S; ++s) {
+      if (!batch.seqs[s].backend_contrast.on) continue;
+      if (s + 1 >= S || row_of[s] < 0 || row_of[s + 1] < 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "batch: sequence ", s, " contrasts with the next one, which has no sampled row"));
+      }
+      strong.push_back(row_of[s]);
+      weak.push_back(row_of[s + 1]);
+    }
+  }
+  const size_t P = strong.size(), num_eos = P > 0 ? cfg.eos_token_ids.size() : 0;
+  const size_t cs_at = u_at + (sampling ? R : 0), cw_at = cs_at + P, ct_at = cw_at + P;
+  const size_t ca_at = ct_at + P, cb_at = ca_at + P, ce_at = cb_at + P, eos_at = ce_at + P;
+  n32 = eos_at + num_eos;
   const size_t ptr_bytes = S * sizeof(int32_t*);
   const size_t bytes = ptr_bytes + n32 * sizeof(int32_t);
   staging.assign(bytes, std::byte{0});
@@ -311,6 +338,29 @@ absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, 
     st.sample_top_k = at(stopk_at);
     st.sample_top_p = reinterpret_cast<const float*>(at(stopp_at));
     st.sample_uniform = reinterpret_cast<const float*>(at(u_at));
+  }
+  if (P > 0) {
+    for (size_t i = 0; i < P; ++i) {
+      const BatchSequence::BackendContrast& c =
+          batch.seqs[batch.token_seq[logit_rows[strong[i]]]].backend_contrast;
+      const float inv_t = c.temperature > 0.f ? 1.f / c.temperature : 1.f;
+      const float log_alpha = std::log(c.alpha);
+      i32[cs_at + i] = strong[i];
+      i32[cw_at + i] = weak[i];
+      std::memcpy(i32 + ct_at + i, &inv_t, sizeof(float));
+      std::memcpy(i32 + ca_at + i, &log_alpha, sizeof(float));
+      std::memcpy(i32 + cb_at + i, &c.beta, sizeof(float));
+      i32[ce_at + i] = c.ban_eos ? 1 : 0;
+    }
+    std::copy(cfg.eos_token_ids.begin(), cfg.eos_token_ids.end(), i32 + eos_at);
+    st.contrast_pairs = static_cast<int>(P);
+    st.contrast_strong = at(cs_at);
+    st.contrast_weak = at(cw_at);
+    st.contrast_inv_t = reinterpret_cast<const float*>(at(ct_at));
+    st.contrast_log_alpha = reinterpret_cast<const float*>(at(ca_at));
+    st.contrast_beta = reinterpret_cast<const float*>(at(cb_at));
+    st.contrast_ban_eos = at(ce_at);
+    st.eos_ids = at(eos_at);
   }
   if (!host) MOE_RETURN_IF_ERROR(backend->CopyToBackend(base, staging.data(), bytes));
   return st;
@@ -694,6 +744,21 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     int32_t* ids = out->tokens.data();
     if (!host) {
       MOE_ASSIGN_OR_RETURN(ids, m.ws->Get<int32_t>(kArgMax, R));
+    }
+    if (st.contrast_pairs > 0) {
+      kernels::SelfContrastRowsParams cp;
+      cp.x = logits;
+      cp.n = V;
+      cp.pairs = st.contrast_pairs;
+      cp.strong_row = st.contrast_strong;
+      cp.weak_row = st.contrast_weak;
+      cp.inv_temperature = st.contrast_inv_t;
+      cp.log_alpha = st.contrast_log_alpha;
+      cp.beta = st.contrast_beta;
+      cp.ban_eos = st.contrast_ban_eos;
+      cp.eos_ids = st.eos_ids;
+      cp.num_eos = static_cast<int>(cfg.eos_token_ids.size());
+      MOE_RETURN_IF_ERROR(be.SelfContrastRows(cp));
     }
     if (!sample_on_backend) return be.ArgMax({logits, R, V, ids});
     return be.Sample({logits, R, V, st.sample_temperature, st.sample_top_k, st.sample_top_p,

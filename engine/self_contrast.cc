@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/contrast.h"
 
 namespace moe {
 
@@ -33,38 +34,11 @@ absl::Status SelfContrastParams::Validate(int num_routed_experts) const {
 void SelfContrastScores(std::span<const float> strong, std::span<const float> weak,
                         float temperature, const SelfContrastParams& params,
                         std::span<const int32_t> eos_ids, std::vector<float>* scores) {
-  constexpr float kMasked = -std::numeric_limits<float>::infinity();
-  const size_t vocab = strong.size();
-  scores->assign(vocab, kMasked);
-  if (vocab == 0) return;
+  scores->assign(strong.begin(), strong.end());
   const float inv_t = temperature > 0.f ? 1.f / temperature : 1.f;
-  float max_s = -std::numeric_limits<float>::infinity();
-  for (float z : strong) max_s = std::max(max_s, z * inv_t);
-  const float cutoff = std::log(params.alpha) + max_s;
-  const float keep = 1.f + params.beta;
-  for (size_t v = 0; v < vocab; ++v) {
-    const float s = strong[v] * inv_t;
-    if (s >= cutoff) (*scores)[v] = keep * s - params.beta * (weak[v] * inv_t);
-  }
-  if (!params.ban_eos) return;
-  auto is_eos = [&](size_t v) {
-    return std::find(eos_ids.begin(), eos_ids.end(), static_cast<int32_t>(v)) != eos_ids.end();
-  };
-  bool any = false;
-  for (size_t v = 0; v < vocab; ++v) {
-    if (is_eos(v)) {
-      (*scores)[v] = kMasked;
-    } else {
-      any |= (*scores)[v] != kMasked;
-    }
-  }
-  if (any) return;
-  // Banning EOS removed every plausible token: the best non-EOS token of s alone.
-  size_t best = vocab;
-  for (size_t v = 0; v < vocab; ++v) {
-    if (!is_eos(v) && (best == vocab || strong[v] > strong[best])) best = v;
-  }
-  if (best < vocab) (*scores)[best] = strong[best] * inv_t;
+  kernels::cpu::ContrastRow(scores->data(), weak.data(), static_cast<int64_t>(strong.size()), inv_t,
+                            std::log(params.alpha), params.beta, params.ban_eos, eos_ids.data(),
+                            static_cast<int>(eos_ids.size()));
 }
 
 int32_t SelfContrastGreedy(std::span<const float> strong, std::span<const float> weak,

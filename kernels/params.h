@@ -168,6 +168,23 @@ struct SampleParams {
   int32_t* ids = nullptr;              // [rows] out
 };
 
+// SCMoE self-contrast on the backend: for each pair i, row strong_row[i] of x (the strong
+// pass's logits) becomes its scores, with row weak_row[i] (the weak pass's) read only, by
+// kernels::cpu::ContrastRow's rule (kernels/cpu/contrast.h); Sample then draws from them.
+struct SelfContrastRowsParams {
+  float* x = nullptr;  // [rows, n] logits; strong rows overwritten
+  int64_t n = 0;
+  int pairs = 0;
+  const int32_t* strong_row = nullptr;     // [pairs]
+  const int32_t* weak_row = nullptr;       // [pairs]
+  const float* inv_temperature = nullptr;  // [pairs]
+  const float* log_alpha = nullptr;        // [pairs]
+  const float* beta = nullptr;             // [pairs]
+  const int32_t* ban_eos = nullptr;        // [pairs] 0 or 1
+  const int32_t* eos_ids = nullptr;        // [num_eos]
+  int num_eos = 0;
+};
+
 // ------------------------------------------------------------------------ attention, KV
 
 // The paged KV cache of one layer, in blocks of B token slots, each head's part of a block

@@ -269,13 +269,21 @@ bool StepLoop::Step() {
     if (!seq->first_scheduled) seq->first_scheduled = now;
     batch.AddSequence(chunk, seq->num_computed, seq->lease.data(), item.sample, seq->req.routing);
     // A greedy row needs only its argmax (computed on the backend); on a device the other
-    // rows are drawn there too (with a uniform from the sequence's own stream). A pair's
-    // rows are combined first, so they need their logits.
+    // rows are drawn there too, with a uniform from the sequence's own stream, and an
+    // SCMoE pair's rows are combined there first (its sampler's parameters are the
+    // scores'). On the CPU a pair's rows come back as logits.
     BatchSequence& bs = batch.seqs.back();
-    bs.greedy = seq->req.sampling.greedy() && !seq->pair();
-    if (sample_on_device && item.sample && !seq->pair() && !bs.greedy) {
-      const SamplingParams& sp = seq->req.sampling;
-      bs.backend_sample = {true, sp.temperature, sp.top_k, sp.top_p, seq->sampler.NextUniform()};
+    const SamplingParams& sp = seq->req.sampling;
+    bs.greedy = sp.greedy() && !seq->pair();
+    if (sample_on_device && item.sample && !bs.greedy) {
+      const SamplingParams& drawn = seq->sampler.params();
+      bs.backend_sample = {true, drawn.greedy() ? 0.f : drawn.temperature, drawn.top_k, drawn.top_p,
+                           seq->sampler.NextUniform()};
+      if (seq->pair()) {
+        const SelfContrastParams& c = *seq->req.self_contrast;
+        bs.backend_contrast = {true, sp.greedy() ? 0.f : sp.temperature, c.alpha, c.beta,
+                               c.ban_eos};
+      }
     }
     of_row.push_back(seq);
     if (seq->pair()) {
@@ -285,6 +293,8 @@ bool StepLoop::Step() {
       RoutingOverride weak;
       weak.weak_rank = seq->req.self_contrast->weak_rank;
       batch.AddSequence(chunk, seq->num_computed, seq->weak_lease.data(), item.sample, weak);
+      // Its row only feeds the combination on the backend; its own pick is discarded.
+      batch.seqs.back().greedy = batch.seqs[batch.seqs.size() - 2].backend_contrast.on;
       of_row.push_back(seq);
     }
     in_batch.push_back(seq);
@@ -331,15 +341,21 @@ bool StepLoop::Step() {
       return;
     }
     if (const BatchSequence::BackendSample& b = jobs[j].in_batch->backend_sample; b.on) {
-      // Meant for the backend, but the step brought logits back (an SCMoE pair shared
-      // it): the same draw with the backend op's reference, so the token does not depend
-      // on the batch.
-      const std::span<const float> logits = row(jobs[j].row);
+      // Meant for the backend, but the step brought logits back: the same combination and
+      // draw with the backend ops' references, so the token does not depend on the batch.
+      std::span<const float> scores = row(jobs[j].row);
+      if (seq.pair()) {
+        const SamplingParams& sp = seq.req.sampling;
+        SelfContrastScores(row(jobs[j].row), row(jobs[j].row + 1),
+                           sp.greedy() ? 0.f : sp.temperature, *seq.req.self_contrast,
+                           m.lm->config.eos_token_ids, &m.scores[j]);
+        scores = m.scores[j];
+      }
       int32_t id = 0;
-      const kernels::SampleParams sp{logits.data(),  1,        static_cast<int64_t>(V),
-                                     &b.temperature, &b.top_k, &b.top_p,
-                                     &b.uniform,     &id};
-      kernels::cpu::Sample(sp);
+      const kernels::SampleParams draw{scores.data(),  1,        static_cast<int64_t>(V),
+                                       &b.temperature, &b.top_k, &b.top_p,
+                                       &b.uniform,     &id};
+      kernels::cpu::Sample(draw);
       m.sampled[j] = id;
       return;
     }

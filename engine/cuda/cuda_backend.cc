@@ -194,6 +194,9 @@ class CudaBackend final : public Backend {
   absl::Status Sample(const kernels::SampleParams& p) override {
     return cuda::LaunchSample(p, stream_);
   }
+  absl::Status SelfContrastRows(const kernels::SelfContrastRowsParams& p) override {
+    return cuda::LaunchSelfContrastRows(p, stream_);
+  }
   absl::Status SigmoidGatedAdd(const kernels::SigmoidGatedAddParams& p) override {
     return cuda::LaunchSigmoidGatedAdd(p, stream_);
   }

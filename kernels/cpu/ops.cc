@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "kernels/cpu/contrast.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/isa.h"
 #include "kernels/cpu/parallel.h"
@@ -264,6 +265,25 @@ void Sample(const SampleParams& p) {
       if (run > target) pick = static_cast<int32_t>(i);
     }
     p.ids[r] = pick >= 0 ? pick : last;
+  }
+}
+
+absl::Status CanImplement(const SelfContrastRowsParams& p) {
+  if (p.pairs < 0 || p.n < 1 || p.n > INT32_MAX || p.num_eos < 0) {
+    return absl::InvalidArgumentError("self_contrast_rows: bad shape");
+  }
+  if (p.pairs > 0 && (p.x == nullptr || p.strong_row == nullptr || p.weak_row == nullptr ||
+                      p.inv_temperature == nullptr || p.log_alpha == nullptr || p.beta == nullptr ||
+                      p.ban_eos == nullptr || (p.num_eos > 0 && p.eos_ids == nullptr))) {
+    return absl::InvalidArgumentError("self_contrast_rows: null buffer");
+  }
+  return absl::OkStatus();
+}
+
+void SelfContrastRows(const SelfContrastRowsParams& p) {
+  for (int i = 0; i < p.pairs; ++i) {
+    ContrastRow(p.x + p.strong_row[i] * p.n, p.x + p.weak_row[i] * p.n, p.n, p.inv_temperature[i],
+                p.log_alpha[i], p.beta[i], p.ban_eos[i] != 0, p.eos_ids, p.num_eos);
   }
 }
 

@@ -43,6 +43,9 @@ int32_t ArgMaxRow(const float* x, int64_t n);
 
 absl::Status CanImplement(const ArgMaxParams& p);
 absl::Status CanImplement(const SampleParams& p);
+absl::Status CanImplement(const SelfContrastRowsParams& p);
+// ContrastRow on every pair (the CUDA kernel's oracle).
+void SelfContrastRows(const SelfContrastRowsParams& p);
 // The reference of kernels::SampleParams (the CUDA kernel's oracle).
 void Sample(const SampleParams& p);
 // A float's position in the order of floats as an unsigned key (-0 below +0; NaNs at the

@@ -193,6 +193,10 @@ absl::Status LaunchArgMax(const ArgMaxParams& p, cudaStream_t stream);
 // bisection, the weights and sums in double like the CPU reference.
 absl::Status CanImplement(const SampleParams& p);
 absl::Status LaunchSample(const SampleParams& p, cudaStream_t stream);
+// (sampling.cu) kernels::SelfContrastRowsParams: one block per pair, kernels/cpu/contrast.h's
+// rule with the same float arithmetic.
+absl::Status CanImplement(const SelfContrastRowsParams& p);
+absl::Status LaunchSelfContrastRows(const SelfContrastRowsParams& p, cudaStream_t stream);
 
 // --------------------------------------------------------------------------- attention
 // (attention.cu) kernels::PagedAttentionParams (device pointers; block_tables a device

@@ -177,7 +177,74 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
   }
 }
 
+__device__ inline bool IsEos(const SelfContrastRowsParams& p, int64_t v) {
+  for (int i = 0; i < p.num_eos; ++i) {
+    if (p.eos_ids[i] == v) return true;
+  }
+  return false;
+}
+
+// One block per pair: the strong row's max (and, with ban_eos, its best non-EOS token),
+// then the scores in place, then the fallback.
+__global__ void __launch_bounds__(kThreads) SelfContrastRowsKernel(SelfContrastRowsParams p) {
+  __shared__ float fscratch[kThreads / 32];
+  __shared__ int iscratch[kThreads / 32];
+  const int i = blockIdx.x;
+  float* row = p.x + static_cast<int64_t>(p.strong_row[i]) * p.n;
+  const float* weak = p.x + static_cast<int64_t>(p.weak_row[i]) * p.n;
+  const float inv_t = p.inv_temperature[i];
+  const bool ban = p.ban_eos[i] != 0;
+  float local = -INFINITY, best_v = -INFINITY;
+  int best = INT_MAX;
+  for (int64_t v = threadIdx.x; v < p.n; v += kThreads) {
+    local = fmaxf(local, row[v] * inv_t);
+    if (ban && !IsEos(p, v) && (best == INT_MAX || row[v] > best_v)) {
+      best_v = row[v];
+      best = static_cast<int>(v);
+    }
+  }
+  const float max_s = BlockMax(local, fscratch);
+  // The best non-EOS raw logit, lowest id among equals (as the CPU's first-max scan).
+  const float top = BlockMax(best == INT_MAX ? -INFINITY : best_v, fscratch);
+  int mine = (best != INT_MAX && best_v == top) ? best : INT_MAX;
+  for (int offset = 16; offset > 0; offset /= 2) {
+    mine = min(mine, __shfl_down_sync(0xffffffffu, mine, offset));
+  }
+  __syncthreads();
+  if (threadIdx.x % 32 == 0) iscratch[threadIdx.x / 32] = mine;
+  __syncthreads();
+  int best_all = INT_MAX;
+  for (int w = 0; w < kThreads / 32; ++w) best_all = min(best_all, iscratch[w]);
+  const float best_s = best_all != INT_MAX ? row[best_all] * inv_t : -INFINITY;
+  __syncthreads();  // every thread has read row[best_all] before the row is overwritten
+  const float cutoff = p.log_alpha[i] + max_s;
+  const float keep = 1.f + p.beta[i];
+  int any = 0;
+  for (int64_t v = threadIdx.x; v < p.n; v += kThreads) {
+    const float s_v = row[v] * inv_t;
+    float score = s_v >= cutoff ? __fsub_rn(__fmul_rn(keep, s_v),
+                                            __fmul_rn(p.beta[i], __fmul_rn(weak[v], inv_t)))
+                                : -INFINITY;
+    if (ban && IsEos(p, v)) score = -INFINITY;
+    any |= ban && score != -INFINITY;
+    row[v] = score;
+  }
+  if (ban && BlockSum(any, iscratch) == 0 && best_all != INT_MAX && threadIdx.x == 0) {
+    row[best_all] = best_s;
+  }
+}
+
 }  // namespace
+
+absl::Status CanImplement(const SelfContrastRowsParams& p) { return cpu::CanImplement(p); }
+
+absl::Status LaunchSelfContrastRows(const SelfContrastRowsParams& p, cudaStream_t stream) {
+  if (absl::Status s = CanImplement(p); !s.ok()) return s;
+  if (p.pairs == 0) return absl::OkStatus();
+  SelfContrastRowsKernel<<<p.pairs, kThreads, 0, stream>>>(p);
+  MOE_CUDA_CHECK_LAUNCH(stream);
+  return absl::OkStatus();
+}
 
 absl::Status CanImplement(const SampleParams& p) { return cpu::CanImplement(p); }
 

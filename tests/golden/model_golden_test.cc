@@ -22,6 +22,7 @@
 #include "engine/checkpoint.h"
 #include "engine/loader.h"
 #include "engine/safetensors.h"
+#include "engine/self_contrast.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/ops.h"
 #include "scheduler/batch_runner.h"
@@ -732,6 +733,41 @@ TEST(ModelForwardTest, BackendSampledStepGivesTheReferenceDraw) {
     kernels::cpu::Sample(sp);
     EXPECT_EQ(drawn.tokens[r], want) << "row " << r;
   }
+}
+
+// An SCMoE pair combined on the backend (BatchSequence::backend_contrast): the strong
+// sequence's token is the reference draw from the host-side scores of its row and the
+// next sequence's row, with EOS banned.
+TEST(ModelForwardTest, BackendContrastedPairGivesTheReferenceDraw) {
+  ThreePromptStep f("qwen2_moe");
+  const int V = f.vocab();
+  const std::vector<int32_t>& eos = f.model().config().eos_token_ids;
+  const BatchSequence::BackendSample draw{true, 1.f, 0, 0.95f, 0.42f};
+  const BatchSequence::BackendContrast contrast{true, 0.8f, 0.1f, 0.5f, true};
+  const ForwardOutput logits = f.Step([](BatchSequence&, size_t) {});
+  const ForwardOutput drawn = f.Step([&](BatchSequence& seq, size_t i) {
+    seq.greedy = i != 0;  // the weak row (1) and the third sequence are greedy
+    if (i == 0) {
+      seq.backend_sample = draw;
+      seq.backend_contrast = contrast;
+    }
+  });
+  ASSERT_EQ(drawn.tokens.size(), 3u);
+  SelfContrastParams params;
+  params.alpha = contrast.alpha;
+  params.beta = contrast.beta;
+  params.ban_eos = contrast.ban_eos;
+  std::vector<float> scores;
+  SelfContrastScores(std::span(logits.logits).first(V), std::span(logits.logits).subspan(V, V),
+                     contrast.temperature, params, eos, &scores);
+  int32_t want = -1;
+  const kernels::SampleParams sp{
+      scores.data(), 1, V, &draw.temperature, &draw.top_k, &draw.top_p, &draw.uniform, &want};
+  kernels::cpu::Sample(sp);
+  EXPECT_EQ(drawn.tokens[0], want);
+  EXPECT_EQ(std::find(eos.begin(), eos.end(), drawn.tokens[0]), eos.end()) << "EOS is banned";
+  const float* third = logits.logits.data() + 2 * static_cast<size_t>(V);
+  EXPECT_EQ(drawn.tokens[2], static_cast<int32_t>(std::max_element(third, third + V) - third));
 }
 
 TEST(ModelForwardTest, SeededSamplingIsReproducibleAndBatchIndependent) {

@@ -405,6 +405,39 @@ std::vector<OpCase> Cases() {
                      EXPECT_TRUE(a.backend().CopyToHost(ids.data(), sp.ids, rows * 4).ok());
                      return std::vector<float>(ids.begin(), ids.end());
                    }});
+  // SCMoE rows combined in place: three pairs (rows out of order), one with EOS banned,
+  // one whose plausible tokens are all EOS (the fallback). The strong rows' scores and
+  // the untouched weak rows come back.
+  cases.push_back(
+      {"self_contrast_rows", 1e-6f, [](Arena& a, uint32_t seed) {
+         const int rows = 6;
+         const int64_t n = 5000;
+         std::vector<float> x = Random(static_cast<size_t>(rows) * n, seed, 3.f);
+         x[4 * n + 17] = 50.f;  // pair 2's strong row: one dominant token, an EOS
+         const std::vector<int32_t> strong = {1, 4, 5}, weak = {0, 3, 2};
+         const std::vector<float> inv_t = {1.f, 1.f / 0.7f, 1.f};
+         const std::vector<float> log_alpha = {std::log(0.1f), std::log(0.5f), std::log(0.9f)};
+         const std::vector<float> beta = {0.5f, 1.f, 0.f};
+         const std::vector<int32_t> ban = {0, 1, 1}, eos = {17, 3};
+         kernels::SelfContrastRowsParams p;
+         p.x = a.Up(x);
+         p.n = n;
+         p.pairs = 3;
+         p.strong_row = a.Up(strong);
+         p.weak_row = a.Up(weak);
+         p.inv_temperature = a.Up(inv_t);
+         p.log_alpha = a.Up(log_alpha);
+         p.beta = a.Up(beta);
+         p.ban_eos = a.Up(ban);
+         p.eos_ids = a.Up(eos);
+         p.num_eos = 2;
+         EXPECT_TRUE(a.backend().SelfContrastRows(p).ok());
+         std::vector<float> out = a.Down(p.x, static_cast<size_t>(rows) * n);
+         for (float& v : out) {  // -inf compares as a number for the harness
+           if (std::isinf(v)) v = v < 0 ? -1e30f : 1e30f;
+         }
+         return out;
+       }});
   cases.push_back({"silu_mul", 1e-6f, [](Arena& a, uint32_t seed) {
                      const int rows = 13, inter = 700;
                      kernels::SiluMulParams p;
