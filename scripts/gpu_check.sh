@@ -25,7 +25,12 @@ summary="$out/summary.txt"
 : > "$summary"
 note() { echo "$*" | tee -a "$summary"; }
 
-# The CUDA runtime and cuBLAS: the toolkit's, or the nvidia-* wheels' of the image's Python.
+# The libraries the project's binaries need beyond the image's: a packed build's
+# (.gpu/lib, scripts/gpu_pack.sh), and the CUDA runtime and cuBLAS of the nvidia-* wheels
+# where the image has no toolkit. Only the binaries get them (bin_env); Python keeps the
+# image's own.
+libs=""
+[ -d .gpu/lib ] && libs="$(pwd)/.gpu/lib"
 if ! ldconfig -p | grep -q 'libcublas\.so\.13'; then
   for d in $(python3 - <<'EOF' 2>/dev/null
 import glob, os, site
@@ -33,9 +38,9 @@ for root in site.getsitepackages():
     for lib in glob.glob(os.path.join(root, "nvidia", "*", "lib")):
         print(lib)
 EOF
-  ); do LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
-  export LD_LIBRARY_PATH
+  ); do libs="${libs:+$libs:}$d"; done
 fi
+bin_env() { LD_LIBRARY_PATH="$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" "$@"; }
 nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
 note "device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null)"
 note "host: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs"
@@ -49,7 +54,7 @@ run_test() {  # name binary [gtest args...]
     failed=$((failed + 1))
     return
   fi
-  if timeout 240 "$bin" "$@" --gtest_output="json:$out/$name.json" > "$out/$name.txt" 2>&1; then
+  if bin_env timeout 240 "$bin" "$@" --gtest_output="json:$out/$name.json" > "$out/$name.txt" 2>&1; then
     note "ok   $name: $(grep -E '^\[  PASSED  \]' "$out/$name.txt" | tail -1)"
   else
     failed=$((failed + 1))
@@ -66,7 +71,7 @@ run_test backend_ops_test "$build/tests/gpu/backend_ops_test"
 run_test cuda_backend_test "$build/tests/gpu/cuda_backend_test"
 run_test model_golden_cuda "$build/tests/golden/model_golden_test" --gtest_filter='Devices/*cuda*'
 # The serving end-to-end tests start moe-server with its default --device auto: the GPU.
-if (cd "$build" && timeout 300 ctest -L e2e -j4 --output-on-failure) > "$out/e2e.txt" 2>&1; then
+if (cd "$build" && bin_env timeout 300 ctest -L e2e -j4 --output-on-failure) > "$out/e2e.txt" 2>&1; then
   note "ok   e2e (moe-server on the GPU): $(grep 'tests passed' "$out/e2e.txt")"
 else
   failed=$((failed + 1))
@@ -74,7 +79,7 @@ else
 fi
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
-  if timeout 180 "$build/bench/moe_gpu_bench" --output "$out/moe_gpu_bench.json" \
+  if bin_env timeout 180 "$build/bench/moe_gpu_bench" --output "$out/moe_gpu_bench.json" \
       > "$out/moe_gpu_bench.txt" 2>&1; then
     cat "$out/moe_gpu_bench.txt" >> "$summary"
     tail -30 "$out/moe_gpu_bench.txt"
@@ -89,14 +94,14 @@ print(d['copy_bandwidth_gbps'], d['bf16_gemm_tflops'] * 1000)" 2>/dev/null)
     ckpt=/tmp/moe-olmoe-4l
     if python3 tools/make_bench_checkpoint.py --shape olmoe-full --layers 4 --out "$ckpt" \
         > "$out/checkpoint.txt" 2>&1 &&
-       timeout 150 "$build/bench/engine_bench" --device cuda --model "$ckpt" --prompt-tokens 512 \
+       bin_env timeout 150 "$build/bench/engine_bench" --device cuda --model "$ckpt" --prompt-tokens 512 \
         --decode-tokens 32 --batch 1,64 --rounds 3 --bound-bandwidth "$bw" --bound-gemm "$gemm" \
         --output "$out/engine_bench_cuda.json" > "$out/engine_bench_cuda.txt" 2>&1; then
       cat "$out/engine_bench_cuda.txt" >> "$summary"
       tail -8 "$out/engine_bench_cuda.txt"
       if BUILD="$build" LEVELS=1,64 REQUESTS_PER_STREAM=2 MAX_TOKENS=64 \
           BOUND_BANDWIDTH="$bw" BOUND_GEMM="$gemm" OUTPUT="$out/serving_cuda.json" \
-          timeout 150 bash bench/serving_bench.sh --model "$ckpt" --device cuda --max-seqs 64 \
+          bin_env timeout 150 bash bench/serving_bench.sh --model "$ckpt" --device cuda --max-seqs 64 \
           > "$out/serving_cuda.txt" 2>&1; then
         tail -4 "$out/serving_cuda.txt" | tee -a "$summary"
       else

@@ -28,8 +28,8 @@ if [ "${1:-}" = --unpack ]; then
     ln -sfn "$root" "$built_at"
   fi
   tar -xJf .gpu/build.tar.xz
-  echo "$root/.gpu/lib" > /etc/ld.so.conf.d/moe-serve-gpu.conf 2>/dev/null && ldconfig 2>/dev/null ||
-    echo "gpu_pack: add $root/.gpu/lib to LD_LIBRARY_PATH" >&2
+  # .gpu/lib is not made system-wide (its libstdc++ could shadow the image's for Python):
+  # scripts/gpu_check.sh puts it on LD_LIBRARY_PATH for the project's binaries only.
   exit 0
 fi
 
