@@ -249,8 +249,10 @@ absl::Status Model::Impl::CheckBatch(const Batch& batch, const KvStorage& kv) co
 absl::StatusOr<StepArrays> Model::Impl::Stage(const Batch& batch, bool routing, bool sampling,
                                               int B, int table_capacity) {
   const size_t T = batch.token_ids.size(), S = batch.seqs.size(), R = logit_rows.size();
-  // Layout: the S table pointers (8-byte aligned at the start), then int32 arrays: the
-  // tables' entries, token ids, positions, token_seq, logit rows, then the routing arrays.
+  // Layout: the S table pointers (8-byte aligned at the start), then 4-byte arrays: the
+  // tables' entries, token ids, positions, token_seq, logit rows; the routing overrides
+  // [T] when `routing`; the rows' sampling parameters [R] when `sampling`, and then the
+  // SCMoE pairs to combine [pairs] and the model's EOS ids.
   std::vector<size_t> table_at(S);
   size_t n32 = 0;
   for (size_t s = 0; s < S; ++s) {
