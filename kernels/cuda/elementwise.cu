@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_format.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/moe_cuda.h"
 
@@ -267,38 +268,17 @@ namespace {
 
 constexpr int kArgMaxThreads = 256;
 
-// (value, index) with the larger value, ties to the lower index; NaN compares false, so it
-// never replaces a number.
-__device__ inline void Better(float v, int i, float& best, int& best_i) {
-  if (v > best || (v == best && i < best_i)) {
-    best = v;
-    best_i = i;
-  }
-}
-
-__global__ void ArgMaxKernel(ArgMaxParams p) {
+__global__ void __launch_bounds__(kArgMaxThreads) ArgMaxKernel(ArgMaxParams p) {
+  __shared__ float fscratch[kArgMaxThreads / 32];
+  __shared__ int iscratch[kArgMaxThreads / 32];
   const float* row = p.x + static_cast<int64_t>(blockIdx.x) * p.n;
   float best = -INFINITY;
   int best_i = INT_MAX;
-  for (int64_t i = threadIdx.x; i < p.n; i += blockDim.x)
+  for (int64_t i = threadIdx.x; i < p.n; i += kArgMaxThreads) {
     Better(row[i], static_cast<int>(i), best, best_i);
-  for (int offset = 16; offset > 0; offset /= 2) {
-    const float v = __shfl_down_sync(0xffffffffu, best, offset);
-    const int j = __shfl_down_sync(0xffffffffu, best_i, offset);
-    Better(v, j, best, best_i);
   }
-  __shared__ float warp_best[kArgMaxThreads / 32];
-  __shared__ int warp_index[kArgMaxThreads / 32];
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  if (lane == 0) {
-    warp_best[warp] = best;
-    warp_index[warp] = best_i;
-  }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kArgMaxThreads / 32; ++w) Better(warp_best[w], warp_index[w], best, best_i);
-    p.ids[blockIdx.x] = best_i == INT_MAX ? 0 : best_i;  // a row of NaNs: 0
-  }
+  const int pick = BlockArgMax<kArgMaxThreads>(best, best_i, fscratch, iscratch);
+  if (threadIdx.x == 0) p.ids[blockIdx.x] = pick == INT_MAX ? 0 : pick;  // a row of NaNs: 0
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/moe_cuda.h"
 
@@ -22,32 +23,6 @@ constexpr int kThreads = 1024;
 __device__ inline uint32_t Key(float f) {
   const uint32_t u = __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-// The block's sum of v (every thread gets it). `scratch` holds kThreads / 32 values.
-template <typename T>
-__device__ T BlockSum(T v, T* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();  // the scratch's previous use is over
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  T total = 0;
-  for (int w = 0; w < kThreads / 32; ++w) total += scratch[w];
-  return total;
-}
-
-__device__ float BlockMax(float v, float* scratch) {
-  for (int offset = 16; offset > 0; offset /= 2) {
-    v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, offset));
-  }
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  float m = -INFINITY;
-  for (int w = 0; w < kThreads / 32; ++w) m = fmaxf(m, scratch[w]);
-  return m;
 }
 
 __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
@@ -63,32 +38,16 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
     // Greedy: the lowest index of the largest value.
     float best = -INFINITY;
     int best_i = INT_MAX;
-    for (int64_t i = threadIdx.x; i < n; i += kThreads) {
-      const float v = x[i];
-      if (v > best || (v == best && i < best_i)) {
-        best = v;
-        best_i = static_cast<int>(i);
-      }
-    }
-    const float m = BlockMax(best, fscratch);
-    int mine = best == m ? best_i : INT_MAX;
-    for (int offset = 16; offset > 0; offset /= 2) {
-      mine = min(mine, __shfl_down_sync(0xffffffffu, mine, offset));
-    }
-    __syncthreads();
-    if (threadIdx.x % 32 == 0) iscratch[threadIdx.x / 32] = mine;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int pick = INT_MAX;
-      for (int w = 0; w < kThreads / 32; ++w) pick = min(pick, iscratch[w]);
-      p.ids[r] = pick == INT_MAX ? 0 : pick;
-    }
+    for (int64_t i = threadIdx.x; i < n; i += kThreads)
+      Better(x[i], static_cast<int>(i), best, best_i);
+    const int pick = BlockArgMax<kThreads>(best, best_i, fscratch, iscratch);
+    if (threadIdx.x == 0) p.ids[r] = pick == INT_MAX ? 0 : pick;  // a row of NaNs: 0
     return;
   }
   const float inv_t = 1.f / t;
   float local_max = -INFINITY;
   for (int64_t i = threadIdx.x; i < n; i += kThreads) local_max = fmaxf(local_max, x[i] * inv_t);
-  const float zmax = BlockMax(local_max, fscratch);
+  const float zmax = BlockMax<kThreads>(local_max, fscratch);
 
   uint32_t floor_key = 0;
   const int32_t k = p.top_k[r];
@@ -97,7 +56,7 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
       const uint32_t candidate = floor_key | (1u << bit);
       int count = 0;
       for (int64_t i = threadIdx.x; i < n; i += kThreads) count += Key(x[i] * inv_t) >= candidate;
-      if (BlockSum(count, iscratch) >= k) floor_key = candidate;
+      if (BlockSum<kThreads>(count, iscratch) >= k) floor_key = candidate;
     }
   }
   auto weight = [&](int64_t i, uint32_t floor) -> double {
@@ -107,14 +66,14 @@ __global__ void __launch_bounds__(kThreads) SampleKernel(SampleParams p) {
   if (p.top_p[r] < 1.f) {
     double local = 0;
     for (int64_t i = threadIdx.x; i < n; i += kThreads) local += weight(i, floor_key);
-    const double target = p.top_p[r] * BlockSum(local, dscratch);
+    const double target = p.top_p[r] * BlockSum<kThreads>(local, dscratch);
     uint32_t cut = 0;
     for (int bit = 31; bit >= 0; --bit) {
       const uint32_t candidate = cut | (1u << bit);
       const uint32_t floor = max(candidate, floor_key);
       double mass = 0;
       for (int64_t i = threadIdx.x; i < n; i += kThreads) mass += weight(i, floor);
-      if (BlockSum(mass, dscratch) >= target) cut = candidate;
+      if (BlockSum<kThreads>(mass, dscratch) >= target) cut = candidate;
     }
     floor_key = max(floor_key, cut);
   }
@@ -203,18 +162,9 @@ __global__ void __launch_bounds__(kThreads) SelfContrastRowsKernel(SelfContrastR
       best = static_cast<int>(v);
     }
   }
-  const float max_s = BlockMax(local, fscratch);
+  const float max_s = BlockMax<kThreads>(local, fscratch);
   // The best non-EOS raw logit, lowest id among equals (as the CPU's first-max scan).
-  const float top = BlockMax(best == INT_MAX ? -INFINITY : best_v, fscratch);
-  int mine = (best != INT_MAX && best_v == top) ? best : INT_MAX;
-  for (int offset = 16; offset > 0; offset /= 2) {
-    mine = min(mine, __shfl_down_sync(0xffffffffu, mine, offset));
-  }
-  __syncthreads();
-  if (threadIdx.x % 32 == 0) iscratch[threadIdx.x / 32] = mine;
-  __syncthreads();
-  int best_all = INT_MAX;
-  for (int w = 0; w < kThreads / 32; ++w) best_all = min(best_all, iscratch[w]);
+  const int best_all = BlockArgMax<kThreads>(best_v, best, fscratch, iscratch);
   const float best_s = best_all != INT_MAX ? row[best_all] * inv_t : -INFINITY;
   __syncthreads();  // every thread has read row[best_all] before the row is overwritten
   const float cutoff = p.log_alpha[i] + max_s;
@@ -229,7 +179,7 @@ __global__ void __launch_bounds__(kThreads) SelfContrastRowsKernel(SelfContrastR
     any |= ban && score != -INFINITY;
     row[v] = score;
   }
-  if (ban && BlockSum(any, iscratch) == 0 && best_all != INT_MAX && threadIdx.x == 0) {
+  if (ban && BlockSum<kThreads>(any, iscratch) == 0 && best_all != INT_MAX && threadIdx.x == 0) {
     row[best_all] = best_s;
   }
 }
