@@ -14,6 +14,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cuda/block_reduce.cuh"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/ffn_rows.cuh"
 #include "kernels/cuda/moe_cuda.h"
 
 namespace moe::kernels::cuda {
@@ -71,17 +72,6 @@ __global__ void RmsNormKernel(RmsNormParams p) {
   const float scale = 1.f / sqrtf(partial[0] / static_cast<float>(p.n) + p.eps);
   // In place (x == y without x_rows) is safe: every read of x above is done.
   for (int i = threadIdx.x; i < p.n; i += blockDim.x) y[i] = x[i] * scale * p.weight[i];
-}
-
-__global__ void SiluMulKernel(SiluMulParams p) {
-  const int64_t n = static_cast<int64_t>(p.rows) * p.inter;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / p.inter, c = i % p.inter;
-    const float g = p.gate_up[r * 2 * p.inter + c];
-    const float u = p.gate_up[r * 2 * p.inter + p.inter + c];
-    p.out[i] = g / (1.f + expf(-g)) * u;
-  }
 }
 
 __global__ void AddKernel(AddParams p) {
@@ -224,8 +214,15 @@ absl::Status CanImplement(const SiluMulParams& p) {
   return absl::OkStatus();
 }
 
+// The expert FFN's SiLU·mul kernel (ffn_rows.cuh) over every row.
 absl::Status LaunchSiluMul(const SiluMulParams& p, cudaStream_t stream) {
-  return LaunchFlat(p, static_cast<int64_t>(p.rows) * p.inter, SiluMulKernel, stream);
+  if (absl::Status s = CanImplement(p); !s.ok()) return s;
+  const int64_t n = static_cast<int64_t>(p.rows) * p.inter;
+  if (n == 0) return absl::OkStatus();
+  SiluMulRowsKernel<<<BlocksFor(n), kThreads, 0, stream>>>(p.gate_up, RowCount{p.rows}, p.inter,
+                                                           p.out);
+  MOE_CUDA_CHECK_LAUNCH(stream);
+  return absl::OkStatus();
 }
 
 absl::Status CanImplement(const AddParams& p) {

@@ -1,6 +1,6 @@
 // The element-wise steps of the expert FFN over the plan's rows, shared by the cuBLAS
-// path (expert_ffn.cu, rows known on the host) and the device-plan path (grouped_gemm.cu,
-// rows read on the device from expert_offsets[E]). Grid-stride; OutT float or bf16 (round
+// path (expert_ffn.cu, rows known on the host), the device-plan path (grouped_gemm.cu,
+// rows read on the device from expert_offsets[E]) and the SiluMul op (elementwise.cu). Grid-stride; OutT float or bf16 (round
 // to nearest even).
 #pragma once
 
