@@ -703,6 +703,14 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   } else {
     out->logits.resize(num_logits);
   }
+  float* logits = out->logits.data();
+  int32_t* ids = out->tokens.data();
+  if (R > 0 && (!host || argmax_only)) {
+    MOE_ASSIGN_OR_RETURN(logits, m.ws->Get<float>(kLogits, num_logits));
+  }
+  if (R > 0 && !host && argmax_only) {
+    MOE_ASSIGN_OR_RETURN(ids, m.ws->Get<int32_t>(kArgMax, R));
+  }
   auto issue = [&]() -> absl::Status {
     const size_t TH = static_cast<size_t>(T) * H;
     MOE_ASSIGN_OR_RETURN(float* x, m.ws->Get<float>(kX, TH));
@@ -730,10 +738,6 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     kernels::RmsNormParams fn{x,      m.weights->final_norm, R, H, cfg.rms_norm_eps,
                               last_h, st.logit_rows};
     MOE_RETURN_IF_ERROR(be.RmsNorm(fn));
-    float* logits = out->logits.data();
-    if (!host || argmax_only) {
-      MOE_ASSIGN_OR_RETURN(logits, m.ws->Get<float>(kLogits, num_logits));
-    }
     kernels::LinearParams head;
     head.x = last_h;
     head.ldx = H;
@@ -743,10 +747,6 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
     head.ldy = V;
     MOE_RETURN_IF_ERROR(be.Linear(head));
     if (!argmax_only) return absl::OkStatus();
-    int32_t* ids = out->tokens.data();
-    if (!host) {
-      MOE_ASSIGN_OR_RETURN(ids, m.ws->Get<int32_t>(kArgMax, R));
-    }
     if (st.contrast_pairs > 0) {
       kernels::SelfContrastRowsParams cp;
       cp.x = logits;
@@ -796,10 +796,8 @@ absl::Status Model::Forward(const Batch& batch, KvStorage& kv, ForwardOutput* ou
   }
   // The copy of the ids or logits (or a synchronize, without any) is the step's one wait.
   if (R > 0 && !host && argmax_only) {
-    MOE_ASSIGN_OR_RETURN(int32_t * ids, m.ws->Get<int32_t>(kArgMax, R));
     MOE_RETURN_IF_ERROR(be.CopyToHost(out->tokens.data(), ids, sizeof(int32_t) * R));
   } else if (R > 0 && !host) {
-    MOE_ASSIGN_OR_RETURN(float* logits, m.ws->Get<float>(kLogits, num_logits));
     MOE_RETURN_IF_ERROR(be.CopyToHost(out->logits.data(), logits, num_logits * sizeof(float)));
   } else {
     MOE_RETURN_IF_ERROR(be.Synchronize());
