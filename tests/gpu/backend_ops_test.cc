@@ -49,6 +49,13 @@ class Arena {
     EXPECT_TRUE(backend_.CopyToHost(out.data(), p, n * sizeof(float)).ok());
     return out;
   }
+  // Ids, as floats for the comparison (any difference is at least 1).
+  std::vector<float> Down(const int32_t* p, size_t n) {
+    std::vector<int32_t> ids(n);
+    EXPECT_TRUE(backend_.Synchronize().ok());
+    EXPECT_TRUE(backend_.CopyToHost(ids.data(), p, n * sizeof(int32_t)).ok());
+    return std::vector<float>(ids.begin(), ids.end());
+  }
   Backend& backend() { return backend_; }
 
  private:
@@ -202,16 +209,10 @@ std::vector<OpCase> Cases() {
            cp.hidden = H;
            cp.out = a.Up(std::vector<float>(size_t{T} * H, kPoison));
            EXPECT_TRUE(a.backend().Combine(cp).ok());
-           auto ints = [&](const int32_t* p, size_t n) {
-             std::vector<int32_t> v(n);
-             EXPECT_TRUE(a.backend().Synchronize().ok());
-             EXPECT_TRUE(a.backend().CopyToHost(v.data(), p, n * sizeof(int32_t)).ok());
-             return std::vector<float>(v.begin(), v.end());
-           };
-           std::vector<float> out = ints(gp.topk_ids, P);
+           std::vector<float> out = a.Down(gp.topk_ids, P);
            for (const std::vector<float>& part :
-                {a.Down(gp.topk_weights, P), ints(dp.expert_offsets, E + 1),
-                 ints(dp.pair_to_row, P), a.Down(cp.out, size_t{T} * H)}) {
+                {a.Down(gp.topk_weights, P), a.Down(dp.expert_offsets, E + 1),
+                 a.Down(dp.pair_to_row, P), a.Down(cp.out, size_t{T} * H)}) {
              out.insert(out.end(), part.begin(), part.end());
            }
            return out;
@@ -372,10 +373,7 @@ std::vector<OpCase> Cases() {
                      p.n = n;
                      p.ids = a.Up(std::vector<int32_t>(rows, -9));
                      EXPECT_TRUE(a.backend().ArgMax(p).ok());
-                     std::vector<int32_t> ids(rows);
-                     EXPECT_TRUE(a.backend().Synchronize().ok());
-                     EXPECT_TRUE(a.backend().CopyToHost(ids.data(), p.ids, rows * 4).ok());
-                     return std::vector<float>(ids.begin(), ids.end());
+                     return a.Down(p.ids, rows);
                    }});
   // Rows drawn on the backend: greedy, plain, top-k, top-p, both; ids exact (the two
   // kernels sum the weights in double in different orders, which moves a draw only when
@@ -400,10 +398,7 @@ std::vector<OpCase> Cases() {
                      sp.uniform = a.Up(u);
                      sp.ids = a.Up(std::vector<int32_t>(rows, -9));
                      EXPECT_TRUE(a.backend().Sample(sp).ok());
-                     std::vector<int32_t> ids(rows);
-                     EXPECT_TRUE(a.backend().Synchronize().ok());
-                     EXPECT_TRUE(a.backend().CopyToHost(ids.data(), sp.ids, rows * 4).ok());
-                     return std::vector<float>(ids.begin(), ids.end());
+                     return a.Down(sp.ids, rows);
                    }});
   // SCMoE rows combined in place: three pairs (rows out of order), one with EOS banned,
   // one whose plausible tokens are all EOS (the fallback). The strong rows' scores and
